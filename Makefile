@@ -1,0 +1,37 @@
+# Carbon Wallet. Needs only python3 (3.11+), make and git; everything else is installed into .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+UV_VERSION := 0.13.8
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export PYTHONUNBUFFERED := 1
+
+.PHONY: run test bench lint fmt clean install
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml uv.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"
+	@$(UV) sync --frozen --inexact --quiet
+	@touch $@
+
+run: install ## start everything (embedded PostgreSQL and Valkey unless DATABASE_URL / REDIS_URL are set)
+	@$(PY) -m api.cli run
+
+test: install ## the whole suite on real servers
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install ## benchmarks; results go to bench/RESULTS.md
+	@$(PY) -m bench.run
+
+lint: install
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check . || true
+
+fmt: install
+	@$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Resident authentication: access JWTs, rotating refresh tokens, per-device sessions, rate limits."""

@@ -1,0 +1,67 @@
+"""Access tokens: short-lived EdDSA JWTs. One pinned algorithm, required claims, fixed issuer and audience."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from api.auth.keys import key_id, load_private_key
+from wallet.errors import DomainError
+
+__all__ = ["ALGORITHM", "AccessClaims", "AccessTokens"]
+
+ALGORITHM = "EdDSA"
+TOKEN_TYPE = "at+jwt"
+_REQUIRED = ["iss", "aud", "sub", "exp", "iat", "jti", "sid"]
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    holder_id: uuid.UUID
+    session_id: uuid.UUID
+    jti: str
+    expires_at: int
+
+
+class AccessTokens:
+    def __init__(self, private_key_pem: bytes, *, issuer: str, audience: str, ttl_s: int) -> None:
+        self._private = load_private_key(private_key_pem)
+        self._public = self._private.public_key()
+        self.kid = key_id(self._public)
+        self.issuer = issuer
+        self.audience = audience
+        self.ttl_s = ttl_s
+
+    def issue(self, holder_id: uuid.UUID, session_id: uuid.UUID, *, now_s: int | None = None) -> tuple[str, int]:
+        issued_at = int(time.time()) if now_s is None else now_s
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": str(holder_id),
+            "sid": str(session_id),
+            "iat": issued_at,
+            "nbf": issued_at,
+            "exp": issued_at + self.ttl_s,
+            "jti": uuid.uuid4().hex,
+        }
+        token = jwt.encode(claims, self._private, algorithm=ALGORITHM, headers={"kid": self.kid, "typ": TOKEN_TYPE})
+        return token, claims["exp"]
+
+    def verify(self, token: str) -> AccessClaims:
+        try:
+            header = jwt.get_unverified_header(token)
+            if header.get("alg") != ALGORITHM or header.get("typ") != TOKEN_TYPE:
+                raise jwt.InvalidTokenError("unexpected token header")
+            claims = jwt.decode(
+                token, self._public, algorithms=[ALGORITHM], audience=self.audience, issuer=self.issuer,
+                options={"require": _REQUIRED}, leeway=5,
+            )
+            return AccessClaims(uuid.UUID(claims["sub"]), uuid.UUID(claims["sid"]), claims["jti"], claims["exp"])
+        except jwt.ExpiredSignatureError as exc:
+            raise DomainError("unauthorized", "token-expired", "The access token has expired; refresh it.") from exc
+        except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
+            raise DomainError("unauthorized", "token-invalid", "The access token is not valid; log in again.") from exc

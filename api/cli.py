@@ -1,0 +1,44 @@
+"""`carbon-wallet`: the operator CLI (run, migrate, seed-demo)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="carbon-wallet", description="Carbon Wallet operator commands.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="start embedded servers if needed, migrate, seed, serve API and worker")
+    run.add_argument("--host", default=os.environ.get("CW_HOST", "127.0.0.1"))
+    run.add_argument("--port", type=int, default=int(os.environ.get("CW_PORT", "8000")))
+    run.add_argument("--web-workers", type=int, default=int(os.environ.get("CW_WEB_WORKERS", "1")))
+    run.add_argument("--no-demo", action="store_true", help="do not load demo data")
+    sub.add_parser("migrate", help="apply Piccolo migrations to DATABASE_URL")
+    sub.add_parser("seed-demo", help="load demo data into DATABASE_URL (idempotent)")
+    args = parser.parse_args(argv)
+
+    if args.command == "run":
+        from api.local.run import run as run_all
+
+        return run_all(host=args.host, port=args.port, web_workers=args.web_workers, seed=not args.no_demo)
+
+    from api.local.run import _prepare
+    from api.settings import SettingsError, get_settings
+
+    try:
+        settings = get_settings()
+    except SettingsError as exc:
+        print(f"carbon-wallet: {exc}", file=sys.stderr)
+        return 2
+    created = asyncio.run(_prepare(settings.database_url, seed=args.command == "seed-demo"))
+    print(f"done ({created} demo holders created)" if args.command == "seed-demo" else "migrations applied")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,2 @@
+"""Local running: embedded PostgreSQL and Valkey when no servers are configured, and the `make run`
+supervisor that starts and stops everything together."""

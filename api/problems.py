@@ -1,0 +1,126 @@
+"""RFC 9457 problem details for every error, with a stable `code` and a sentence a person can act on."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from wallet.errors import DomainError
+
+__all__ = ["PROBLEM_MEDIA_TYPE", "exception_handlers", "problem_response", "unavailable"]
+
+log = logging.getLogger("carbon_wallet.errors")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://carbon-wallet.dev/problems/"
+
+_KIND_STATUS = {
+    "invalid": 422,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "conflict": 409,
+    "rate_limited": 429,
+    "unavailable": 503,
+}
+_STATUS_CODE = {
+    400: "invalid-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    406: "not-acceptable",
+    409: "conflict",
+    413: "body-too-large",
+    415: "unsupported-media-type",
+    422: "unprocessable",
+    429: "rate-limited",
+    500: "internal-error",
+    503: "unavailable",
+}
+
+def problem_response(
+    request: Request[Any, Any, Any],
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        "code": code,
+    }
+    request_id = request.scope.get("state", {}).get("request_id")
+    if request_id:
+        body["request_id"] = request_id
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+def _domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
+    status = _KIND_STATUS[exc.kind]
+    headers: dict[str, str] = {}
+    retry_after = exc.extra.get("retry_after_s")
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    if status == 401:
+        headers["WWW-Authenticate"] = f'Bearer error="invalid_token", error_description="{exc.code}"'
+    return problem_response(request, status, exc.code, exc.detail, headers=headers or None, **exc.extra)
+
+def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
+    errors = exc.extra if isinstance(exc.extra, list) else None
+    detail = exc.detail or "The request is not valid."
+    if errors:
+        first = errors[0]
+        if isinstance(first, dict) and first.get("message"):
+            where = first.get("key") or first.get("source") or ""
+            detail = f"{first['message']}" + (f" (at {where})" if where else "")
+    return problem_response(request, 400, "invalid-request", detail, errors=errors)
+
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    status = exc.status_code
+    code = _STATUS_CODE.get(status, HTTPStatus(status).phrase.lower().replace(" ", "-"))
+    detail = exc.detail
+    if status == 404:
+        detail = f"Nothing is at {request.method} {request.url.path}; see /schema for the API."
+    elif status == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}."
+    elif status == 413:
+        detail = "The request body is too large."
+    elif status >= 500:
+        log.error("http error %s on %s %s: %s", status, request.method, request.url.path, exc.detail)
+        detail = "Something went wrong on our side; the request id helps us find it."
+    headers = {k: v for k, v in (exc.headers or {}).items()} or None
+    return problem_response(request, status, code, detail or HTTPStatus(status).description, headers=headers)
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(
+        request, 500, "internal-error", "Something went wrong on our side; the request id helps us find it."
+    )
+
+exception_handlers = {
+    DomainError: _domain_error,
+    ValidationException: _validation_error,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}
+
+
+
+def unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """A backing server (PostgreSQL or Redis) is down: 503 with Retry-After, never a bare 500."""
+    log.error("backing service unavailable on %s %s: %r", request.method, request.url.path, exc)
+    return problem_response(
+        request, 503, "unavailable", "A backing service is briefly unavailable; retry in a few seconds.",
+        headers={"Retry-After": "5"},
+    )

@@ -1,0 +1,44 @@
+"""A fixed-window rate limiter in Redis, correct across worker processes: INCR and PEXPIRE run as one
+Lua script, so no two processes can both read "under the limit" and both pass."""
+
+from __future__ import annotations
+
+import hashlib
+
+from redis.asyncio import Redis
+
+from api.settings import RateLimit
+from wallet.errors import DomainError
+
+__all__ = ["RateLimiter"]
+
+_HIT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
+return {n, ttl}
+"""
+
+
+class RateLimiter:
+    def __init__(self, redis: Redis, prefix: str = "rl") -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._hit = redis.register_script(_HIT)
+
+    def key(self, scope: str, subject: str) -> str:
+        """Subjects (logins, IPs) are hashed so the keyspace holds no personal data."""
+        return f"{self._prefix}:{scope}:{hashlib.sha256(subject.encode()).hexdigest()[:32]}"
+
+    async def hit(self, scope: str, subject: str, limit: RateLimit) -> None:
+        count, ttl_ms = await self._hit(keys=[self.key(scope, subject)], args=[limit.window_s * 1000])
+        if int(count) > limit.count:
+            retry_after_s = max(1, -(-int(ttl_ms) // 1000))
+            raise DomainError(
+                "rate_limited", "rate-limited",
+                f"Too many attempts; try again in {retry_after_s} seconds.", retry_after_s=retry_after_s,
+            )
+
+    async def reset(self, scope: str, subject: str) -> None:
+        await self._redis.delete(self.key(scope, subject))

@@ -1,0 +1,1 @@
+"""Resident-facing endpoints: registration, login, sessions, profile, password, export and deletion."""

@@ -1,0 +1,218 @@
+"""Resident endpoints. Thin: parse, authorise, call a service, shape the response."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.datastructures import State
+from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
+
+from api.auth.middleware import Principal
+from api.auth.sessions import (
+    Rotation,
+    list_sessions,
+    revoke_all_sessions,
+    revoke_session,
+    rotate_refresh_token,
+    start_session,
+)
+from api.residents.schemas import (
+    ChangePassword,
+    DeleteAccount,
+    InboxMessageOut,
+    InboxPage,
+    Login,
+    ProfileOut,
+    ProfilePatch,
+    Refresh,
+    Register,
+    SessionOut,
+    TokenPair,
+)
+from api.security import BEARER, client_ip
+from notifications.inbox.service import list_messages, mark_read
+from wallet.db import engine
+from wallet.errors import DomainError
+from wallet.holders.identity import normalize_login
+from wallet.holders.service import (
+    authenticate,
+    change_password,
+    delete_holder,
+    get_holder,
+    register_holder,
+    update_profile,
+)
+
+__all__ = ["AuthController", "MeController"]
+
+Req = Request[Principal, Any, State]
+
+
+def _token_pair(state: State, rotation: Rotation) -> TokenPair:
+    access, _exp = state.access_tokens.issue(rotation.holder_id, rotation.session_id)
+    return TokenPair(
+        access_token=access,
+        expires_in=state.access_tokens.ttl_s,
+        refresh_token=rotation.refresh_token,
+        refresh_expires_at=rotation.refresh_expires_at,
+        session_id=rotation.session_id,
+        holder_id=rotation.holder_id,
+    )
+
+
+def _profile(row: dict[str, Any]) -> ProfileOut:
+    return msgspec.convert(row, ProfileOut, from_attributes=False, strict=False)
+
+
+class AuthController(Controller):
+    path = "/v1/auth"
+    tags = ["auth"]
+    opt = {"exclude_from_auth": True}
+
+    @post("/register", operation_id="register", status_code=HTTP_201_CREATED, summary="Register a holder")
+    async def register(self, request: Req, state: State, data: JSONBody[Register]) -> TokenPair:
+        """Create a holder with an e-mail address or a phone number and a password, and sign this device in.
+        Limited per client IP."""
+        settings = state.settings
+        await state.rate_limiter.hit("register-ip", client_ip(request, settings), settings.register_limit_per_ip)
+        holder = await register_holder(
+            state.passwords, password=data.password, email=data.email, phone=data.phone,
+            nickname=data.nickname, language=data.language, time_zone=data.time_zone,
+        )
+        rotation = await start_session(
+            holder["id"], device_name=data.device_name, user_agent=request.headers.get("user-agent", ""),
+            ip=client_ip(request, settings), refresh_ttl_s=settings.refresh_token_ttl_s,
+        )
+        return _token_pair(state, rotation)
+
+    @post("/login", operation_id="login", status_code=HTTP_200_OK, summary="Log in")
+    async def login(self, request: Req, state: State, data: JSONBody[Login]) -> TokenPair:
+        """Exchange an e-mail or phone number and password for an access token (15 minutes) and a refresh
+        token. Limited per account and per client IP; a wrong login or password gets one answer."""
+        settings = state.settings
+        ip = client_ip(request, settings)
+        try:
+            account = normalize_login(data.login)[1]
+        except DomainError:
+            account = data.login.strip().lower()
+        await state.rate_limiter.hit("login-ip", ip, settings.login_limit_per_ip)
+        await state.rate_limiter.hit("login-account", account, settings.login_limit_per_account)
+        holder_id = await authenticate(state.passwords, data.login, data.password)
+        await state.rate_limiter.reset("login-account", account)
+        rotation = await start_session(
+            holder_id, device_name=data.device_name, user_agent=request.headers.get("user-agent", ""),
+            ip=ip, refresh_ttl_s=settings.refresh_token_ttl_s,
+        )
+        return _token_pair(state, rotation)
+
+    @post("/refresh", operation_id="refreshTokens", status_code=HTTP_200_OK, summary="Rotate tokens")
+    async def refresh(self, state: State, data: JSONBody[Refresh]) -> TokenPair:
+        """Trade a refresh token for a new access token and a new refresh token. Each refresh token works
+        once: presenting it again signs the whole session out (it was probably copied)."""
+        rotation = await rotate_refresh_token(data.refresh_token, refresh_ttl_s=state.settings.refresh_token_ttl_s)
+        return _token_pair(state, rotation)
+
+    @post(
+        "/logout", operation_id="logout", status_code=HTTP_204_NO_CONTENT, summary="Log out this device",
+        opt={"exclude_from_auth": False}, security=BEARER,
+    )
+    async def logout(self, request: Req) -> None:
+        """Revoke this device's session: its access and refresh tokens stop working at once."""
+        await revoke_session(request.user.holder_id, request.user.session_id, reason="logout")
+
+
+class MeController(Controller):
+    path = "/v1/me"
+    tags = ["me"]
+    security = BEARER
+
+    @get("", operation_id="getMyProfile", summary="My profile")
+    async def get_profile(self, request: Req) -> ProfileOut:
+        """The signed-in holder's profile."""
+        return _profile(await get_holder(request.user.holder_id))
+
+    @patch("", operation_id="updateMyProfile", summary="Edit my profile")
+    async def update_profile(self, request: Req, data: JSONBody[ProfilePatch]) -> ProfileOut:
+        """Change any of nickname, avatar URL, home city / district / community, time zone (IANA),
+        language (zh-CN or en) and whether I appear on public leaderboards."""
+        changes = {f: v for f in data.__struct_fields__ if (v := getattr(data, f)) is not msgspec.UNSET}
+        return _profile(await update_profile(request.user.holder_id, changes))
+
+    @delete("", operation_id="deleteMyAccount", status_code=HTTP_204_NO_CONTENT, summary="Delete my account")
+    async def delete_account(self, request: Req, state: State, data: JSONBody[DeleteAccount]) -> None:
+        """Erase my personal data now and sign out every device. My carbon book keeps its entries under a
+        pseudonymous id, so community totals stay true; nothing links them to me any more."""
+        async with engine().transaction():
+            await delete_holder(state.passwords, request.user.holder_id, data.password)
+            await revoke_all_sessions(request.user.holder_id, reason="account-deleted")
+
+    @post("/password", operation_id="changeMyPassword", status_code=HTTP_204_NO_CONTENT, summary="Change password")
+    async def change_password(self, request: Req, state: State, data: JSONBody[ChangePassword]) -> None:
+        """Change my password; every other device is signed out, this one stays signed in."""
+        async with engine().transaction():
+            await change_password(state.passwords, request.user.holder_id, data.current_password, data.new_password)
+            await revoke_all_sessions(request.user.holder_id, reason="password-changed", keep=request.user.session_id)
+
+    @get("/sessions", operation_id="listMySessions", summary="My signed-in devices")
+    async def sessions(self, request: Req) -> list[SessionOut]:
+        """Devices currently signed in to my account, newest first."""
+        rows = await list_sessions(request.user.holder_id)
+        return [
+            SessionOut(
+                id=r["id"], device_name=r["device_name"], user_agent=r["user_agent"], created_at=r["created_at"],
+                last_refreshed_at=r["last_refreshed_at"], current=r["id"] == request.user.session_id,
+            )
+            for r in rows
+        ]
+
+    @delete("/sessions/{session_id:uuid}", operation_id="revokeMySession", status_code=HTTP_204_NO_CONTENT,
+            summary="Sign a device out")
+    async def revoke(self, request: Req, session_id: FromPath[uuid.UUID]) -> None:
+        """Sign one of my devices out; its tokens stop working at once."""
+        if not await revoke_session(request.user.holder_id, session_id, reason="revoked-by-holder"):
+            raise DomainError("not_found", "session-not-found", "No signed-in device of yours has this id.")
+
+    @get("/inbox", operation_id="listMyInbox", summary="My inbox")
+    async def inbox(
+        self, request: Req, cursor: FromQuery[str | None] = None, limit: FromQuery[int] = 20
+    ) -> InboxPage:
+        """Messages for me, newest first, in my language. Pass `next_cursor` back as `cursor` for more."""
+        if not 1 <= limit <= 100:
+            raise DomainError("invalid", "invalid-limit", "limit must be between 1 and 100.")
+        before_id = None
+        if cursor is not None:
+            if not cursor.isdigit() or len(cursor) > 18:
+                raise DomainError("invalid", "invalid-cursor", "cursor must be a next_cursor value from a previous page.")
+            before_id = int(cursor)
+        holder = await get_holder(request.user.holder_id)
+        items = await list_messages(request.user.holder_id, holder["language"], before_id=before_id, limit=limit)
+        next_cursor = str(items[-1]["id"]) if len(items) == limit else None
+        return InboxPage(items=[InboxMessageOut(**m) for m in items], next_cursor=next_cursor)
+
+    @post("/inbox/{message_id:int}/read", operation_id="markInboxMessageRead", status_code=HTTP_204_NO_CONTENT,
+          summary="Mark a message read")
+    async def read(self, request: Req, message_id: FromPath[int]) -> None:
+        """Mark one of my inbox messages read."""
+        if not await mark_read(request.user.holder_id, message_id):
+            raise DomainError("not_found", "message-not-found", "No message of yours has this id.")
+
+    @get("/export", operation_id="exportMyData", summary="Export my personal data")
+    async def export(self, request: Req) -> Response[dict[str, Any]]:
+        """Everything we hold about me, as one JSON document (PIPL / GDPR data portability)."""
+        holder_id = request.user.holder_id
+        holder = await get_holder(holder_id)
+        sessions = await list_sessions(holder_id, include_revoked=True)
+        inbox = await list_messages(holder_id, holder["language"], limit=100)
+        document = {
+            "format": "carbon-wallet/personal-data/v1",
+            "profile": msgspec.to_builtins(_profile(holder)),
+            "sessions": msgspec.to_builtins(sessions),
+            "inbox": msgspec.to_builtins(inbox),
+        }
+        return Response(
+            document, headers={"Content-Disposition": f'attachment; filename="carbon-wallet-{holder_id}.json"'}
+        )

@@ -1,0 +1,142 @@
+"""Settings, read once from the environment; the README's configuration table mirrors this file."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+__all__ = ["RateLimit", "Settings", "SettingsError", "get_settings", "load_settings"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or malformed; the message names the variable to fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most `count` attempts per `window_s` seconds, parsed from `"count/window_s"`."""
+
+    count: int
+    window_s: int
+
+    @classmethod
+    def parse(cls, name: str, raw: str) -> RateLimit:
+        try:
+            count_s, window_s = raw.split("/", 1)
+            limit = cls(int(count_s), int(window_s))
+        except ValueError as exc:
+            raise SettingsError(f"{name} must look like COUNT/SECONDS, e.g. 10/300 (got {raw!r})") from exc
+        if limit.count < 1 or limit.window_s < 1:
+            raise SettingsError(f"{name} needs a positive count and window (got {raw!r})")
+        return limit
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    env: str
+    database_url: str
+    redis_url: str
+    data_dir: Path
+    jwt_private_key_pem: bytes = field(repr=False)
+    jwt_issuer: str = "carbon-wallet"
+    jwt_audience: str = "carbon-wallet:app"
+    access_token_ttl_s: int = 900
+    refresh_token_ttl_s: int = 30 * 86400
+    request_body_max_bytes: int = 64 * 1024
+    login_limit_per_account: RateLimit = RateLimit(10, 300)
+    login_limit_per_ip: RateLimit = RateLimit(60, 300)
+    register_limit_per_ip: RateLimit = RateLimit(20, 3600)
+    trust_forwarded_for: bool = False
+    argon2_time_cost: int = 2
+    argon2_memory_kib: int = 19 * 1024
+    log_level: str = "INFO"
+    access_log: bool = True
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+
+def _int(env: dict[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be an integer (got {raw!r})") from exc
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum} (got {value})")
+    return value
+
+
+def _bool(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name} must be true or false (got {raw!r})")
+
+
+def _jwt_key(env: dict[str, str], production: bool, data_dir: Path) -> bytes:
+    """Production must bring its key; a local run generates one Ed25519 key into the data folder once."""
+    pem = env.get("CW_JWT_PRIVATE_KEY", "").strip()
+    if pem:
+        return pem.encode()
+    if production:
+        raise SettingsError("CW_JWT_PRIVATE_KEY (an Ed25519 private key in PEM) is required when CW_ENV=production")
+    from api.auth.keys import ensure_local_signing_key
+
+    return ensure_local_signing_key(data_dir / "secrets" / "jwt-ed25519.pem")
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ if environ is None else environ)
+    mode = env.get("CW_ENV", "local").strip() or "local"
+    if mode not in {"local", "test", "production"}:
+        raise SettingsError(f"CW_ENV must be local, test or production (got {mode!r})")
+    production = mode == "production"
+    database_url = env.get("DATABASE_URL", "").strip()
+    redis_url = env.get("REDIS_URL", "").strip()
+    if not database_url:
+        raise SettingsError("DATABASE_URL is not set: `make run` starts an embedded PostgreSQL and sets it for you")
+    if not redis_url:
+        raise SettingsError("REDIS_URL is not set: `make run` starts an embedded Valkey and sets it for you")
+    data_dir = Path(env.get("CW_DATA_DIR") or ROOT / ".data").resolve()
+    limits = {
+        name: RateLimit.parse(name, env[name])
+        for name in ("CW_LOGIN_LIMIT_PER_ACCOUNT", "CW_LOGIN_LIMIT_PER_IP", "CW_REGISTER_LIMIT_PER_IP")
+        if env.get(name)
+    }
+    defaults = Settings.__dataclass_fields__
+    return Settings(
+        env=mode,
+        database_url=database_url,
+        redis_url=redis_url,
+        data_dir=data_dir,
+        jwt_private_key_pem=_jwt_key(env, production, data_dir),
+        jwt_issuer=env.get("CW_JWT_ISSUER") or defaults["jwt_issuer"].default,
+        access_token_ttl_s=_int(env, "CW_ACCESS_TOKEN_TTL_S", 900, minimum=30),
+        refresh_token_ttl_s=_int(env, "CW_REFRESH_TOKEN_TTL_S", 30 * 86400, minimum=60),
+        request_body_max_bytes=_int(env, "CW_REQUEST_BODY_MAX_BYTES", 64 * 1024, minimum=1024),
+        login_limit_per_account=limits.get("CW_LOGIN_LIMIT_PER_ACCOUNT", RateLimit(10, 300)),
+        login_limit_per_ip=limits.get("CW_LOGIN_LIMIT_PER_IP", RateLimit(60, 300)),
+        register_limit_per_ip=limits.get("CW_REGISTER_LIMIT_PER_IP", RateLimit(20, 3600)),
+        trust_forwarded_for=_bool(env, "CW_TRUST_FORWARDED_FOR", False),
+        argon2_time_cost=_int(env, "CW_ARGON2_TIME_COST", 2),
+        argon2_memory_kib=_int(env, "CW_ARGON2_MEMORY_KIB", 19 * 1024, minimum=8 * 1024 if production else 64),
+        log_level=(env.get("CW_LOG_LEVEL") or "INFO").upper(),
+        access_log=_bool(env, "CW_ACCESS_LOG", True),
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,83 @@
+"""The arq worker: the index of all background work. arq stays behind this one module so it can be swapped.
+
+PostgreSQL's outbox is the record of what must happen; Redis only delivers. `relay_outbox` runs every
+second and hands due events to `handle_outbox_event`, which runs each registered handler exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from arq import cron
+from arq.connections import RedisSettings
+from arq.worker import func
+
+from api.observability import configure_logging
+from notifications.inbox.handlers import HANDLERS as INBOX_HANDLERS
+from wallet.db import engine
+from wallet.outbox.service import EventHandler, handle_event, relay_due_events
+
+__all__ = ["EVENT_HANDLERS", "WorkerSettings"]
+
+log = logging.getLogger("carbon_wallet.worker")
+
+
+def _merge(*tables: dict[str, list[EventHandler]]) -> dict[str, Sequence[EventHandler]]:
+    merged: dict[str, list[EventHandler]] = {}
+    for table in tables:
+        for name, handlers in table.items():
+            merged.setdefault(name, []).extend(handlers)
+    return merged
+
+
+EVENT_HANDLERS = _merge(INBOX_HANDLERS)
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    configure_logging(os.environ.get("CW_LOG_LEVEL", "INFO").upper())
+    db = engine()
+    db.config["dsn"] = os.environ["DATABASE_URL"]
+    await db.start_connection_pool(min_size=1, max_size=10)
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    await engine().close_connection_pool()
+
+
+async def handle_outbox_event(ctx: dict[str, Any], event_id: str) -> int:
+    return await handle_event(uuid.UUID(event_id), EVENT_HANDLERS)
+
+
+async def relay_outbox(ctx: dict[str, Any]) -> int:
+    redis = ctx["redis"]
+
+    async def enqueue(event_id: uuid.UUID, attempt: int) -> None:
+        await redis.enqueue_job("handle_outbox_event", str(event_id), _job_id=f"outbox:{event_id}:{attempt}")
+
+    return await relay_due_events(enqueue)
+
+
+def _redis_settings() -> RedisSettings:
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
+    return RedisSettings.from_dsn(url)
+
+
+class WorkerSettings:
+    functions = [func(handle_outbox_event, timeout=30, max_tries=5)]
+    cron_jobs = [
+        cron(relay_outbox, second=set(range(60)), unique=True, run_at_startup=True, timeout=30, keep_result=0)
+    ]
+    on_startup = startup
+    on_shutdown = shutdown
+    redis_settings = _redis_settings()
+    job_serializer = msgspec.json.encode
+    job_deserializer = msgspec.json.decode
+    max_jobs = 20
+    job_timeout = 30
+    keep_result = 3600
+    health_check_interval = 30

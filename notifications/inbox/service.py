@@ -1,0 +1,41 @@
+"""Reading a holder's inbox, newest first, with a keyset cursor (the last message id seen)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from notifications.inbox.templates import render
+from wallet.db import connection
+
+__all__ = ["PAGE_SIZE_MAX", "list_messages", "mark_read"]
+
+PAGE_SIZE_MAX = 100
+
+
+async def list_messages(
+    holder_id: uuid.UUID, language: str, *, before_id: int | None = None, limit: int = 20
+) -> list[dict[str, Any]]:
+    limit = max(1, min(limit, PAGE_SIZE_MAX))
+    async with connection() as conn:
+        rows = await conn.fetch(
+            """SELECT id, kind, params, created_at, read_at FROM inbox_message
+               WHERE holder_id = $1 AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3""",
+            holder_id, before_id, limit,
+        )
+    out = []
+    for row in rows:
+        params = row["params"] if isinstance(row["params"], dict) else {}
+        title, body = render(row["kind"], language, params)
+        out.append({"id": row["id"], "kind": row["kind"], "title": title, "body": body,
+                    "created_at": row["created_at"], "read_at": row["read_at"]})
+    return out
+
+
+async def mark_read(holder_id: uuid.UUID, message_id: int) -> bool:
+    async with connection() as conn:
+        done = await conn.fetchval(
+            "UPDATE inbox_message SET read_at = coalesce(read_at, now()) WHERE id = $1 AND holder_id = $2 RETURNING id",
+            message_id, holder_id,
+        )
+    return done is not None

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from piccolo.conf.apps import AppConfig
+
+from notifications.inbox.tables import InboxMessage
+
+APP_CONFIG = AppConfig(
+    app_name="notifications",
+    migrations_folder_path=str(Path(__file__).parent / "piccolo_migrations"),
+    table_classes=[InboxMessage],
+    migration_dependencies=["wallet.piccolo_app"],
+    commands=[],
+)
