@@ -59,7 +59,7 @@ async def relay_outbox(ctx: dict[str, Any]) -> int:
     async def enqueue(event_id: uuid.UUID, attempt: int) -> None:
         await redis.enqueue_job("handle_outbox_event", str(event_id), _job_id=f"outbox:{event_id}:{attempt}")
 
-    return await relay_due_events(enqueue)
+    return await relay_due_events(enqueue, redeliver_after_s=float(os.environ.get("CW_OUTBOX_REDELIVER_S", "30")))
 
 
 def _redis_settings() -> RedisSettings:

@@ -175,3 +175,20 @@ def stop_quietly(*things: Any) -> None:
     for thing in things:
         with contextlib.suppress(Exception):
             thing.stop()
+
+
+async def deliver_pending_events() -> int:
+    """One relay pass with its handlers run in-process: what a worker does, without arq in between.
+    Needs the `db` fixture's pool."""
+    from api.worker import EVENT_HANDLERS
+    from wallet.outbox.service import handle_event, relay_due_events
+
+    queued: list[uuid.UUID] = []
+
+    async def enqueue(event_id: uuid.UUID, attempt: int) -> None:
+        queued.append(event_id)
+
+    await relay_due_events(enqueue, redeliver_after_s=0)
+    for event_id in queued:
+        await handle_event(event_id, EVENT_HANDLERS)
+    return len(queued)

@@ -206,7 +206,14 @@ class MeController(Controller):
         holder_id = request.user.holder_id
         holder = await get_holder(holder_id)
         sessions = await list_sessions(holder_id, include_revoked=True)
-        inbox = await list_messages(holder_id, holder["language"], limit=100)
+        inbox: list[dict[str, Any]] = []
+        while True:
+            page = await list_messages(
+                holder_id, holder["language"], before_id=inbox[-1]["id"] if inbox else None, limit=100
+            )
+            inbox.extend(page)
+            if len(page) < 100:
+                break
         document = {
             "format": "carbon-wallet/personal-data/v1",
             "profile": msgspec.to_builtins(_profile(holder)),
