@@ -20,7 +20,8 @@ $(VENV)/.installed: pyproject.toml uv.lock
 run: install ## start everything (embedded PostgreSQL and Valkey unless DATABASE_URL / REDIS_URL are set)
 	@$(PY) -m api.cli run
 
-test: install ## the whole suite on real servers
+test: install ## lint, then the whole suite on real servers
+	@$(VENV)/bin/ruff check --quiet .
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install ## benchmarks; results go to bench/RESULTS.md

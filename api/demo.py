@@ -10,7 +10,7 @@ from wallet.holders.service import register_holder, update_profile
 
 __all__ = ["DEMO_HOLDERS", "DEMO_PASSWORD", "seed_demo"]
 
-DEMO_PASSWORD = "green-demo-2026"
+DEMO_PASSWORD = "green-demo-2026"  # noqa: S105 - published demo login, local data only
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from api.demo import DEMO_HOLDERS, DEMO_PASSWORD
-from tests.support import ROOT, PASSWORD, free_port, unique_email, wait_until
+from tests.support import PASSWORD, ROOT, free_port, unique_email, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,11 @@ class Run:
         self.log = log
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "api.cli", "run", "--port", str(free_port())],
-            cwd=ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=ROOT,
+            env=env,
+            stdout=open(log, "wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.base = ""
 
@@ -74,7 +78,9 @@ def test_run_serves_keeps_data_and_stops_cleanly(work_dir: Path) -> None:
         login = httpx.post(first.base + "/v1/auth/login", json={"login": demo.login, "password": DEMO_PASSWORD})
         assert login.status_code == 200, login.text
         email = unique_email("restart")
-        assert httpx.post(first.base + "/v1/auth/register", json={"email": email, "password": PASSWORD}).status_code == 201
+        assert (
+            httpx.post(first.base + "/v1/auth/register", json={"email": email, "password": PASSWORD}).status_code == 201
+        )
     finally:
         code = first.ctrl_c()
     assert code == 0, first.log.read_text()[-2000:]

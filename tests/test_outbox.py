@@ -48,7 +48,9 @@ async def test_a_handler_runs_once_however_often_the_event_is_delivered(db: obje
     assert sum(results) == 1
     assert calls == [event_id]
     assert await handle_event(event_id, handlers) == 0
-    assert await _count("SELECT count(*) FROM outbox_event WHERE event_id = $1 AND handled_at IS NOT NULL", event_id) == 1
+    assert (
+        await _count("SELECT count(*) FROM outbox_event WHERE event_id = $1 AND handled_at IS NOT NULL", event_id) == 1
+    )
 
 
 async def test_a_failing_handler_leaves_no_trace_and_is_retried(db: object) -> None:
@@ -59,7 +61,8 @@ async def test_a_failing_handler_leaves_no_trace_and_is_retried(db: object) -> N
         async with connection() as conn:
             await conn.execute(
                 "INSERT INTO inbox_message (holder_id, event_id, kind, params) VALUES ($1, $2, 'welcome', '{}')",
-                uuid.uuid4(), event.event_id,
+                uuid.uuid4(),
+                event.event_id,
             )
         attempts.append(1)
         if len(attempts) == 1:
@@ -85,7 +88,9 @@ async def test_relay_keeps_events_when_the_queue_is_down(db: object) -> None:
     with pytest.raises(ConnectionError):
         await relay_due_events(queue_down, redeliver_after_s=0)
     async with connection() as conn:
-        row = await conn.fetchrow("SELECT dispatched_at, dispatch_count FROM outbox_event WHERE event_id = $1", event_id)
+        row = await conn.fetchrow(
+            "SELECT dispatched_at, dispatch_count FROM outbox_event WHERE event_id = $1", event_id
+        )
     assert row["dispatched_at"] is None and row["dispatch_count"] == 0, "a failed hand-off must not count as sent"
 
     sent: list[uuid.UUID] = []
@@ -108,7 +113,11 @@ async def test_nothing_is_lost_when_redis_and_the_worker_go_down(db: object, pas
     port = free_port()
     valkey = ValkeyServer(port=port, data_dir=work_dir / f"valkey-{port}")
     valkey.start()
-    env = {"REDIS_URL": f"redis://127.0.0.1:{port}", "CW_OUTBOX_REDELIVER_S": "2", "DATABASE_URL": os.environ["DATABASE_URL"]}
+    env = {
+        "REDIS_URL": f"redis://127.0.0.1:{port}",
+        "CW_OUTBOX_REDELIVER_S": "2",
+        "DATABASE_URL": os.environ["DATABASE_URL"],
+    }
     worker = WorkerProcess(work_dir, **env).start()
     holder_ids: list[uuid.UUID] = []
 
@@ -126,7 +135,9 @@ async def test_nothing_is_lost_when_redis_and_the_worker_go_down(db: object, pas
         deadline = asyncio.get_running_loop().time() + timeout_s
         while await welcomed() < predicate_count:
             if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"{await welcomed()} of {predicate_count} handled\n{worker.log_path.read_text()[-3000:]}")
+                raise AssertionError(
+                    f"{await welcomed()} of {predicate_count} handled\n{worker.log_path.read_text()[-3000:]}"
+                )
             await asyncio.sleep(0.2)
 
     try:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.support import PASSWORD, Resident, assert_problem, deliver_pending_events, register, unique_email, unique_phone
+from tests.support import (
+    PASSWORD,
+    Resident,
+    assert_problem,
+    deliver_pending_events,
+    register,
+    unique_email,
+    unique_phone,
+)
 from wallet.db import connection
 
 
@@ -68,11 +76,19 @@ def test_wrong_login_and_wrong_password_look_the_same(client: httpx.Client, resi
 
 
 def test_profile_edit(resident: Resident) -> None:
-    r = resident.patch("/v1/me", json={
-        "nickname": "  绿色小林 ", "city": "北京市", "district": "海淀区", "community": "中关村社区",
-        "time_zone": "Europe/Berlin", "language": "en", "show_on_public_leaderboards": True,
-        "avatar_url": "https://cdn.example.com/a.png",
-    })
+    r = resident.patch(
+        "/v1/me",
+        json={
+            "nickname": "  绿色小林 ",
+            "city": "北京市",
+            "district": "海淀区",
+            "community": "中关村社区",
+            "time_zone": "Europe/Berlin",
+            "language": "en",
+            "show_on_public_leaderboards": True,
+            "avatar_url": "https://cdn.example.com/a.png",
+        },
+    )
     assert r.status_code == 200, r.text
     me = resident.get("/v1/me").json()
     assert me["nickname"] == "绿色小林"
@@ -159,7 +175,9 @@ def test_export_holds_my_personal_data(resident: Resident) -> None:
     assert "password_hash" not in r.text
 
 
-async def test_delete_account_erases_and_keeps_a_pseudonym(client: httpx.Client, resident: Resident, db: object) -> None:
+async def test_delete_account_erases_and_keeps_a_pseudonym(
+    client: httpx.Client, resident: Resident, db: object
+) -> None:
     await deliver_pending_events()
     wrong = resident.delete("/v1/me", json={"password": "wrong password!", "confirm": "DELETE"})
     assert_problem(wrong, 403, "wrong-password")
@@ -184,7 +202,9 @@ async def test_delete_account_erases_and_keeps_a_pseudonym(client: httpx.Client,
 
     await deliver_pending_events()
     async with connection() as conn:
-        inbox_left = await conn.fetchval("SELECT count(*) FROM inbox_message WHERE holder_id = $1::uuid", resident.holder_id)
+        inbox_left = await conn.fetchval(
+            "SELECT count(*) FROM inbox_message WHERE holder_id = $1::uuid", resident.holder_id
+        )
     assert inbox_left == 0
     # The identity is free again: the same person may start over with the same e-mail.
     register(client, email=resident.login)

@@ -26,7 +26,9 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         header = connection.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise DomainError("unauthorized", "authentication-required", "Send an access token: Authorization: Bearer <token>.")
+            raise DomainError(
+                "unauthorized", "authentication-required", "Send an access token: Authorization: Bearer <token>."
+            )
         claims = connection.app.state.access_tokens.verify(token.strip())
         holder_id = await live_holder_of_session(claims.session_id)
         if holder_id is None or holder_id != claims.holder_id:

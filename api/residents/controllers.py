@@ -186,7 +186,7 @@ class MeController(Controller):
         before_id = None
         if cursor is not None:
             if not cursor.isdigit() or len(cursor) > 18:
-                raise DomainError("invalid", "invalid-cursor", "cursor must be a next_cursor value from a previous page.")
+                raise DomainError("invalid", "invalid-cursor", "cursor must be a next_cursor from a previous page.")
             before_id = int(cursor)
         holder = await get_holder(request.user.holder_id)
         items = await list_messages(request.user.holder_id, holder["language"], before_id=before_id, limit=limit)

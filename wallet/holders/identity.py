@@ -8,7 +8,8 @@ from wallet.errors import DomainError
 
 __all__ = ["normalize_email", "normalize_login", "normalize_phone"]
 
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_EMAIL = re.compile(rf"^[^@\s]{{1,64}}@{_LABEL}(?:\.{_LABEL})+$")
 _CN_MOBILE = re.compile(r"^1[3-9]\d{9}$")
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
@@ -16,7 +17,9 @@ _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 def normalize_email(raw: str) -> str:
     email = raw.strip()
     if len(email) > 254 or not _EMAIL.match(email):
-        raise DomainError("invalid", "invalid-email", "This is not an e-mail address we can use, e.g. name@example.com.")
+        raise DomainError(
+            "invalid", "invalid-email", "This is not an e-mail address we can use, e.g. name@example.com."
+        )
     local, domain = email.rsplit("@", 1)
     return f"{local}@{domain.lower()}".lower()
 
@@ -30,7 +33,9 @@ def normalize_phone(raw: str) -> str:
         phone = "+86" + phone
     if not _E164.match(phone) or (phone.startswith("+86") and not _CN_MOBILE.match(phone[3:])):
         raise DomainError(
-            "invalid", "invalid-phone", "Give a mainland mobile number like 13800138000, or an international one like +4915112345678."
+            "invalid",
+            "invalid-phone",
+            "Give a mainland mobile number like 13800138000, or an international one like +4915112345678.",
         )
     return phone
 

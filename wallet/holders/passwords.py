@@ -18,7 +18,9 @@ PASSWORD_LENGTH_MAX = 128
 def check_password_policy(password: str) -> None:
     """NIST SP 800-63B: length matters, composition rules do not."""
     if len(password) < PASSWORD_LENGTH_MIN:
-        raise DomainError("invalid", "weak-password", f"Choose a password of at least {PASSWORD_LENGTH_MIN} characters.")
+        raise DomainError(
+            "invalid", "weak-password", f"Choose a password of at least {PASSWORD_LENGTH_MIN} characters."
+        )
     if len(password) > PASSWORD_LENGTH_MAX:
         raise DomainError("invalid", "password-too-long", f"Passwords can be at most {PASSWORD_LENGTH_MAX} characters.")
     if len(set(password)) < 3:

@@ -33,7 +33,14 @@ __all__ = [
 
 LANGUAGES = ("zh-CN", "en")
 PROFILE_FIELDS = (
-    "nickname", "avatar_url", "city", "district", "community", "time_zone", "language", "show_on_public_leaderboards",
+    "nickname",
+    "avatar_url",
+    "city",
+    "district",
+    "community",
+    "time_zone",
+    "language",
+    "show_on_public_leaderboards",
 )
 _PUBLIC_COLUMNS = (
     "id, status, email, phone, nickname, avatar_url, city, district, community, time_zone, language, "
@@ -76,7 +83,10 @@ def _validate_profile(changes: dict[str, Any]) -> dict[str, Any]:
         elif field == "time_zone":
             if value not in _TIME_ZONES:
                 raise DomainError(
-                    "invalid", "invalid-time-zone", f"{value!r} is not an IANA time zone such as Asia/Shanghai.", field=field
+                    "invalid",
+                    "invalid-time-zone",
+                    f"{value!r} is not an IANA time zone such as Asia/Shanghai.",
+                    field=field,
                 )
             clean[field] = value
         elif field == "language":
@@ -123,8 +133,14 @@ async def register_holder(
                 f"""INSERT INTO holder (id, status, email, phone, password_hash, nickname, time_zone, language,
                         show_on_public_leaderboards, created_at, updated_at, password_changed_at)
                     VALUES ($1, 'active', $2, $3, $4, $5, $6, $7, false, now(), now(), now())
-                    RETURNING {_PUBLIC_COLUMNS}""",
-                holder_id, email_n, phone_n, password_hash, profile["nickname"], profile["time_zone"], profile["language"],
+                    RETURNING {_PUBLIC_COLUMNS}""",  # noqa: S608 - a constant column list
+                holder_id,
+                email_n,
+                phone_n,
+                password_hash,
+                profile["nickname"],
+                profile["time_zone"],
+                profile["language"],
             )
             await record_event("holder.registered", {"language": profile["language"]}, holder_id=holder_id)
     except asyncpg.UniqueViolationError as exc:
@@ -142,23 +158,32 @@ async def authenticate(passwords: Passwords, login: str, password: str) -> uuid.
     except DomainError:
         kind, value = "email", ""
     async with connection() as conn:
-        row = await conn.fetchrow(
-            f"SELECT id, password_hash FROM holder WHERE {kind} = $1 AND status = 'active'", value
-        ) if value else None
+        row = (
+            await conn.fetchrow(
+                f"SELECT id, password_hash FROM holder WHERE {kind} = $1 AND status = 'active'",  # noqa: S608 - email|phone
+                value,
+            )
+            if value
+            else None
+        )
     stored = row["password_hash"] if row else None
     if not await passwords.verify(stored, password) or row is None:
         raise DomainError("unauthorized", "invalid-credentials", "The login or the password is wrong.")
     if passwords.needs_rehash(stored):
         new_hash = await passwords.hash(password)
         async with connection() as conn:
-            await conn.execute("UPDATE holder SET password_hash = $2 WHERE id = $1 AND password_hash = $3",
-                               row["id"], new_hash, stored)
+            await conn.execute(
+                "UPDATE holder SET password_hash = $2 WHERE id = $1 AND password_hash = $3", row["id"], new_hash, stored
+            )
     return row["id"]
 
 
 async def get_holder(holder_id: uuid.UUID) -> dict[str, Any]:
     async with connection() as conn:
-        row = await conn.fetchrow(f"SELECT {_PUBLIC_COLUMNS} FROM holder WHERE id = $1 AND status = 'active'", holder_id)
+        row = await conn.fetchrow(
+            f"SELECT {_PUBLIC_COLUMNS} FROM holder WHERE id = $1 AND status = 'active'",  # noqa: S608 - constant
+            holder_id,
+        )
     if row is None:
         raise DomainError("not_found", "holder-not-found", "This account does not exist or has been deleted.")
     return dict(row)
@@ -171,9 +196,11 @@ async def update_profile(holder_id: uuid.UUID, changes: dict[str, Any]) -> dict[
     assignments = ", ".join(f"{field} = ${i}" for i, field in enumerate(clean, start=2))
     async with engine().transaction() as tx:
         row = await tx.connection.fetchrow(
-            f"UPDATE holder SET {assignments}, updated_at = now() WHERE id = $1 AND status = 'active' "
+            # field names come from the PROFILE_FIELDS whitelist, values are bound parameters
+            f"UPDATE holder SET {assignments}, updated_at = now() WHERE id = $1 AND status = 'active' "  # noqa: S608
             f"RETURNING {_PUBLIC_COLUMNS}",
-            holder_id, *clean.values(),
+            holder_id,
+            *clean.values(),
         )
         if row is None:
             raise DomainError("not_found", "holder-not-found", "This account does not exist or has been deleted.")
@@ -199,7 +226,9 @@ async def change_password(passwords: Passwords, holder_id: uuid.UUID, current: s
         changed = await tx.connection.fetchval(
             "UPDATE holder SET password_hash = $2, password_changed_at = now(), updated_at = now() "
             "WHERE id = $1 AND password_hash = $3 RETURNING id",
-            holder_id, new_hash, stored,
+            holder_id,
+            new_hash,
+            stored,
         )
         if changed is None:
             raise DomainError("conflict", "password-changed-concurrently", "The password was just changed; try again.")
@@ -216,7 +245,8 @@ async def delete_holder(passwords: Passwords, holder_id: uuid.UUID, password: st
                    nickname = '', avatar_url = NULL, city = NULL, district = NULL, community = NULL,
                    show_on_public_leaderboards = false, updated_at = $2, deleted_at = $2
                WHERE id = $1 AND status = 'active' RETURNING id""",
-            holder_id, deleted_at,
+            holder_id,
+            deleted_at,
         )
         if done is None:
             raise DomainError("not_found", "holder-not-found", "This account does not exist or has been deleted.")
