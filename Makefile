@@ -25,11 +25,10 @@ test: install ## lint, then the whole suite on real servers
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install ## benchmarks; results go to bench/RESULTS.md
-	@$(PY) -m bench.run
+	@$(PY) -m bench.run $(BENCH_ARGS)
 
 lint: install
 	@$(VENV)/bin/ruff check .
-	@$(VENV)/bin/ruff format --check . || true
 
 fmt: install
 	@$(VENV)/bin/ruff check --fix .

@@ -20,6 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from api.auth.middleware import BearerAuthMiddleware
 from api.auth.tokens import AccessTokens
 from api.observability import configure_logging, install_request_context
+from api.openapi import StrictStructSchemaPlugin
 from api.problems import exception_handlers, unavailable
 from api.ratelimit import RateLimiter
 from api.residents.controllers import AuthController, MeController
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             RedisTimeoutError: unavailable,
         },
         middleware=[DefineMiddleware(BearerAuthMiddleware, exclude=["^/schema"])],
+        plugins=[StrictStructSchemaPlugin()],
         openapi_config=OpenAPIConfig(
             title="Carbon Wallet API",
             version="0.1.0",

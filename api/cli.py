@@ -25,17 +25,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         from api.local.run import run as run_all
 
-        return run_all(host=args.host, port=args.port, web_workers=args.web_workers, seed=not args.no_demo)
+        production = os.environ.get("CW_ENV") == "production"
+        seed = not args.no_demo and not production
+        return run_all(host=args.host, port=args.port, web_workers=args.web_workers, seed=seed)
 
     from api.local.run import _prepare
-    from api.settings import SettingsError, get_settings
 
-    try:
-        settings = get_settings()
-    except SettingsError as exc:
-        print(f"carbon-wallet: {exc}", file=sys.stderr)
+    database_url = os.environ.get("DATABASE_URL", "")
+    if not database_url:
+        print("carbon-wallet: set DATABASE_URL to the PostgreSQL server to use", file=sys.stderr)
         return 2
-    created = asyncio.run(_prepare(settings.database_url, seed=args.command == "seed-demo"))
+    if args.command == "seed-demo" and os.environ.get("CW_ENV") == "production":
+        print("carbon-wallet: demo data is never loaded when CW_ENV=production", file=sys.stderr)
+        return 2
+    created = asyncio.run(_prepare(database_url, seed=args.command == "seed-demo"))
     print(f"done ({created} demo holders created)" if args.command == "seed-demo" else "migrations applied")
     return 0
 

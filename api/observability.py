@@ -61,7 +61,7 @@ def configure_logging(level: str) -> None:
 
 
 def _route_template(scope: Scope) -> str:
-    """The route's template (`/v1/me/sessions/{session_id:uuid}`), never the raw path: bounded labels."""
+    """The route's template (`/v1/me/sessions/{session_id}`), never the raw path: bounded labels."""
     return scope.get("path_template") or "unmatched"
 
 

@@ -6,12 +6,16 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 
 from wallet.errors import DomainError
 
-__all__ = ["PROBLEM_MEDIA_TYPE", "exception_handlers", "problem_response", "unavailable"]
+__all__ = [
+    "PROBLEM_MEDIA_TYPE", "Problem", "exception_handlers", "problem_response", "problem_responses", "unavailable",
+]
 
 log = logging.getLogger("carbon_wallet.errors")
 
@@ -72,9 +76,14 @@ def _domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Response
     retry_after = exc.extra.get("retry_after_s")
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
-    if status == 401:
-        headers["WWW-Authenticate"] = f'Bearer error="invalid_token", error_description="{exc.code}"'
+    if exc.code == "authentication-required":
+        headers["WWW-Authenticate"] = 'Bearer realm="carbon-wallet"'
+    elif status == 401 and exc.code.startswith(("token-", "session-")):
+        headers["WWW-Authenticate"] = (
+            f'Bearer realm="carbon-wallet", error="invalid_token", error_description="{exc.code}"'
+        )
     return problem_response(request, status, exc.code, exc.detail, headers=headers or None, **exc.extra)
+
 
 def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
     errors = exc.extra if isinstance(exc.extra, list) else None
@@ -124,3 +133,29 @@ def unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[dic
         request, 503, "unavailable", "A backing service is briefly unavailable; retry in a few seconds.",
         headers={"Retry-After": "5"},
     )
+
+
+class Problem(msgspec.Struct, kw_only=True):
+    """An RFC 9457 problem document, as every error response carries it (OpenAPI only)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+    code: str
+    request_id: str | None = None
+    errors: list[dict[str, Any]] | None = None
+    retry_after_s: int | None = None
+    field: str | None = None
+
+
+def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the error statuses an operation can answer, all as `application/problem+json`."""
+    return {
+        status: ResponseSpec(
+            data_container=Problem, media_type=PROBLEM_MEDIA_TYPE, generate_examples=False,
+            description=HTTPStatus(status).phrase,
+        )
+        for status in statuses
+    }

@@ -14,10 +14,11 @@ BEARER: list[dict[str, list[str]]] = [{"BearerToken": []}]
 
 
 def client_ip(request: Request[Any, Any, Any], settings: Settings) -> str:
-    """The peer address, or the left-most X-Forwarded-For when a trusted proxy sets it."""
+    """The peer address, or, behind one trusted proxy, the X-Forwarded-For entry that proxy appended (the
+    right-most): entries to its left come from the client and could be forged to dodge per-IP limits."""
     if settings.trust_forwarded_for:
         forwarded = request.headers.get("x-forwarded-for", "")
-        first = forwarded.split(",", 1)[0].strip()
-        if first:
-            return first[:45]
+        last = forwarded.rsplit(",", 1)[-1].strip()
+        if last:
+            return last[:45]
     return request.client.host if request.client else "unknown"

@@ -40,6 +40,8 @@ EVENT_HANDLERS = _merge(INBOX_HANDLERS)
 
 async def startup(ctx: dict[str, Any]) -> None:
     configure_logging(os.environ.get("CW_LOG_LEVEL", "INFO").upper())
+    # arq logs every job at INFO, and the relay runs every second: keep warnings and failures only.
+    logging.getLogger("arq.worker").setLevel(logging.WARNING)
     db = engine()
     db.config["dsn"] = os.environ["DATABASE_URL"]
     await db.start_connection_pool(min_size=1, max_size=10)
@@ -63,7 +65,9 @@ async def relay_outbox(ctx: dict[str, Any]) -> int:
 
 
 def _redis_settings() -> RedisSettings:
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        raise RuntimeError("REDIS_URL is not set: `make run` starts an embedded Valkey and sets it for you")
     return RedisSettings.from_dsn(url)
 
 

@@ -199,6 +199,12 @@ async def test_delete_account_erases_and_keeps_a_pseudonym(
     assert all(row[column] is None for column in personal)
     assert row["nickname"] == ""
     assert live_sessions == 0
+    async with connection() as conn:
+        device_traces = await conn.fetchval(
+            "SELECT count(*) FROM auth_session WHERE holder = $1::uuid AND (user_agent <> '' OR created_ip <> '')",
+            resident.holder_id,
+        )
+    assert device_traces == 0, "device names, user agents and IPs are personal data too"
 
     await deliver_pending_events()
     async with connection() as conn:
@@ -208,3 +214,27 @@ async def test_delete_account_erases_and_keeps_a_pseudonym(
     assert inbox_left == 0
     # The identity is free again: the same person may start over with the same e-mail.
     register(client, email=resident.login)
+
+
+async def test_a_late_welcome_never_reaches_a_deleted_holder(client: httpx.Client, db: object) -> None:
+    """Events of one holder may be handled out of order: deletion first, then the registration's welcome."""
+    from api.worker import EVENT_HANDLERS
+    from wallet.outbox.service import handle_event
+
+    resident = register(client)
+    async with connection() as conn:
+        registered = await conn.fetchval(
+            "SELECT event_id FROM outbox_event WHERE holder_id = $1::uuid AND name = 'holder.registered'",
+            resident.holder_id,
+        )
+    assert resident.delete("/v1/me", json={"password": PASSWORD, "confirm": "DELETE"}).status_code == 204
+    async with connection() as conn:
+        deleted = await conn.fetchval(
+            "SELECT event_id FROM outbox_event WHERE holder_id = $1::uuid AND name = 'holder.deleted'",
+            resident.holder_id,
+        )
+    await handle_event(deleted, EVENT_HANDLERS)
+    await handle_event(registered, EVENT_HANDLERS)
+    async with connection() as conn:
+        left = await conn.fetchval("SELECT count(*) FROM inbox_message WHERE holder_id = $1::uuid", resident.holder_id)
+    assert left == 0

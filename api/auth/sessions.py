@@ -19,6 +19,7 @@ from wallet.errors import DomainError
 
 __all__ = [
     "Rotation",
+    "erase_sessions",
     "list_sessions",
     "live_holder_of_session",
     "revoke_all_sessions",
@@ -111,7 +112,7 @@ async def rotate_refresh_token(presented: str, *, refresh_ttl_s: int) -> Rotatio
         raise DomainError(
             "unauthorized",
             "refresh-token-reused",
-            "This refresh token was already used, so it may have been copied; the session is signed out everywhere.",
+            "This refresh token was already used, so it may have been copied; that session is now signed out.",
         )
     raise DomainError("unauthorized", "refresh-token-invalid", "This refresh token is not valid; log in again.")
 
@@ -148,6 +149,18 @@ async def revoke_all_sessions(holder_id: uuid.UUID, *, reason: str, keep: uuid.U
             keep,
         )
     return int(result.split()[-1])
+
+
+async def erase_sessions(holder_id: uuid.UUID) -> None:
+    """Account deletion: revoke every session and blank what identifies the person's devices."""
+    async with connection() as conn:
+        await conn.execute(
+            """UPDATE auth_session SET device_name = '', user_agent = '', created_ip = '',
+                   revoked_at = coalesce(revoked_at, now()),
+                   revoked_reason = coalesce(revoked_reason, 'account-deleted')
+               WHERE holder = $1""",
+            holder_id,
+        )
 
 
 async def list_sessions(holder_id: uuid.UUID, *, include_revoked: bool = False) -> list[dict[str, Any]]:

@@ -45,19 +45,17 @@ def _free_port(host: str, preferred: int) -> int:
 async def _prepare(database_url: str, seed: bool) -> int:
     from api.demo import seed_demo
     from api.migrate import migrate
-    from api.settings import get_settings
     from wallet.db import engine
     from wallet.holders.passwords import Passwords
 
     await migrate(database_url)
     if not seed:
         return 0
-    settings = get_settings()
     db = engine()
     db.config["dsn"] = database_url
     await db.start_connection_pool(min_size=1, max_size=4)
     try:
-        return await seed_demo(Passwords(settings.argon2_time_cost, settings.argon2_memory_kib))
+        return await seed_demo(Passwords(time_cost=2, memory_kib=19 * 1024))
     finally:
         await db.close_connection_pool()
 
@@ -119,9 +117,9 @@ def run(*, host: str, port: int, web_workers: int, seed: bool) -> int:
             f"  health       {base}/health\n"
             f"  ready        {base}/ready\n"
             f"  metrics      {base}/metrics\n"
-            f"  demo login   lin@demo.carbon-wallet.dev / green-demo-2026\n"
-            f"  data folder  {data_dir}\n"
-            "Press Ctrl-C to stop everything.\n",
+            + ("  demo login   lin@demo.carbon-wallet.dev / green-demo-2026\n" if seed else "")
+            + f"  data folder  {data_dir}\n"
+            + "Press Ctrl-C to stop everything.\n",
             flush=True,
         )
         while not stopping:

@@ -14,12 +14,14 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CON
 from api.auth.middleware import Principal
 from api.auth.sessions import (
     Rotation,
+    erase_sessions,
     list_sessions,
     revoke_all_sessions,
     revoke_session,
     rotate_refresh_token,
     start_session,
 )
+from api.problems import problem_responses
 from api.residents.schemas import (
     ChangePassword,
     DeleteAccount,
@@ -64,6 +66,14 @@ def _token_pair(state: State, rotation: Rotation) -> TokenPair:
     )
 
 
+def _account_key(login: str) -> str:
+    """The rate-limit subject for a login identity: normalised, so spellings of one account share a budget."""
+    try:
+        return normalize_login(login)[1]
+    except DomainError:
+        return login.strip().lower()
+
+
 def _profile(row: dict[str, Any]) -> ProfileOut:
     return msgspec.convert(row, ProfileOut, from_attributes=False, strict=False)
 
@@ -73,12 +83,16 @@ class AuthController(Controller):
     tags = ["auth"]
     opt = {"exclude_from_auth": True}
 
-    @post("/register", operation_id="register", status_code=HTTP_201_CREATED, summary="Register a holder")
+    @post("/register", operation_id="register", status_code=HTTP_201_CREATED, summary="Register a holder",
+          responses=problem_responses(400, 409, 413, 422, 429, 503))
     async def register(self, request: Req, state: State, data: JSONBody[Register]) -> TokenPair:
         """Create a holder with an e-mail address or a phone number and a password, and sign this device in.
         Limited per client IP."""
         settings = state.settings
         await state.rate_limiter.hit("register-ip", client_ip(request, settings), settings.register_limit_per_ip)
+        await state.rate_limiter.hit(
+            "register-account", _account_key(data.email or data.phone or ""), settings.login_limit_per_account
+        )
         holder = await register_holder(
             state.passwords, password=data.password, email=data.email, phone=data.phone,
             nickname=data.nickname, language=data.language, time_zone=data.time_zone,
@@ -89,16 +103,14 @@ class AuthController(Controller):
         )
         return _token_pair(state, rotation)
 
-    @post("/login", operation_id="login", status_code=HTTP_200_OK, summary="Log in")
+    @post("/login", operation_id="login", status_code=HTTP_200_OK, summary="Log in",
+          responses=problem_responses(400, 401, 413, 429, 503))
     async def login(self, request: Req, state: State, data: JSONBody[Login]) -> TokenPair:
         """Exchange an e-mail or phone number and password for an access token (15 minutes) and a refresh
         token. Limited per account and per client IP; a wrong login or password gets one answer."""
         settings = state.settings
         ip = client_ip(request, settings)
-        try:
-            account = normalize_login(data.login)[1]
-        except DomainError:
-            account = data.login.strip().lower()
+        account = _account_key(data.login)
         await state.rate_limiter.hit("login-ip", ip, settings.login_limit_per_ip)
         await state.rate_limiter.hit("login-account", account, settings.login_limit_per_account)
         holder_id = await authenticate(state.passwords, data.login, data.password)
@@ -109,7 +121,8 @@ class AuthController(Controller):
         )
         return _token_pair(state, rotation)
 
-    @post("/refresh", operation_id="refreshTokens", status_code=HTTP_200_OK, summary="Rotate tokens")
+    @post("/refresh", operation_id="refreshTokens", status_code=HTTP_200_OK, summary="Rotate tokens",
+          responses=problem_responses(400, 401, 413, 503))
     async def refresh(self, state: State, data: JSONBody[Refresh]) -> TokenPair:
         """Trade a refresh token for a new access token and a new refresh token. Each refresh token works
         once: presenting it again signs the whole session out (it was probably copied)."""
@@ -118,7 +131,7 @@ class AuthController(Controller):
 
     @post(
         "/logout", operation_id="logout", status_code=HTTP_204_NO_CONTENT, summary="Log out this device",
-        opt={"exclude_from_auth": False}, security=BEARER,
+        opt={"exclude_from_auth": False}, security=BEARER, responses=problem_responses(401, 503),
     )
     async def logout(self, request: Req) -> None:
         """Revoke this device's session: its access and refresh tokens stop working at once."""
@@ -130,34 +143,38 @@ class MeController(Controller):
     tags = ["me"]
     security = BEARER
 
-    @get("", operation_id="getMyProfile", summary="My profile")
+    @get("", operation_id="getMyProfile", summary="My profile", responses=problem_responses(401, 503))
     async def get_profile(self, request: Req) -> ProfileOut:
         """The signed-in holder's profile."""
         return _profile(await get_holder(request.user.holder_id))
 
-    @patch("", operation_id="updateMyProfile", summary="Edit my profile")
+    @patch("", operation_id="updateMyProfile", summary="Edit my profile",
+           responses=problem_responses(400, 401, 413, 422, 503))
     async def update_profile(self, request: Req, data: JSONBody[ProfilePatch]) -> ProfileOut:
         """Change any of nickname, avatar URL, home city / district / community, time zone (IANA),
         language (zh-CN or en) and whether I appear on public leaderboards."""
         changes = {f: v for f in data.__struct_fields__ if (v := getattr(data, f)) is not msgspec.UNSET}
         return _profile(await update_profile(request.user.holder_id, changes))
 
-    @delete("", operation_id="deleteMyAccount", status_code=HTTP_204_NO_CONTENT, summary="Delete my account")
+    @delete("", operation_id="deleteMyAccount", status_code=HTTP_204_NO_CONTENT, summary="Delete my account",
+            responses=problem_responses(400, 401, 403, 413, 503))
     async def delete_account(self, request: Req, state: State, data: JSONBody[DeleteAccount]) -> None:
         """Erase my personal data now and sign out every device. My carbon book keeps its entries under a
         pseudonymous id, so community totals stay true; nothing links them to me any more."""
         async with engine().transaction():
             await delete_holder(state.passwords, request.user.holder_id, data.password)
-            await revoke_all_sessions(request.user.holder_id, reason="account-deleted")
+            await erase_sessions(request.user.holder_id)
 
-    @post("/password", operation_id="changeMyPassword", status_code=HTTP_204_NO_CONTENT, summary="Change password")
+    @post("/password", operation_id="changeMyPassword", status_code=HTTP_204_NO_CONTENT, summary="Change password",
+          responses=problem_responses(400, 401, 403, 409, 413, 422, 503))
     async def change_password(self, request: Req, state: State, data: JSONBody[ChangePassword]) -> None:
         """Change my password; every other device is signed out, this one stays signed in."""
         async with engine().transaction():
             await change_password(state.passwords, request.user.holder_id, data.current_password, data.new_password)
             await revoke_all_sessions(request.user.holder_id, reason="password-changed", keep=request.user.session_id)
 
-    @get("/sessions", operation_id="listMySessions", summary="My signed-in devices")
+    @get("/sessions", operation_id="listMySessions", summary="My signed-in devices",
+         responses=problem_responses(401, 503))
     async def sessions(self, request: Req) -> list[SessionOut]:
         """Devices currently signed in to my account, newest first."""
         rows = await list_sessions(request.user.holder_id)
@@ -170,13 +187,13 @@ class MeController(Controller):
         ]
 
     @delete("/sessions/{session_id:uuid}", operation_id="revokeMySession", status_code=HTTP_204_NO_CONTENT,
-            summary="Sign a device out")
+            summary="Sign a device out", responses=problem_responses(400, 401, 404, 503))
     async def revoke(self, request: Req, session_id: FromPath[uuid.UUID]) -> None:
         """Sign one of my devices out; its tokens stop working at once."""
         if not await revoke_session(request.user.holder_id, session_id, reason="revoked-by-holder"):
             raise DomainError("not_found", "session-not-found", "No signed-in device of yours has this id.")
 
-    @get("/inbox", operation_id="listMyInbox", summary="My inbox")
+    @get("/inbox", operation_id="listMyInbox", summary="My inbox", responses=problem_responses(400, 401, 422, 503))
     async def inbox(
         self, request: Req, cursor: FromQuery[str | None] = None, limit: FromQuery[int] = 20
     ) -> InboxPage:
@@ -185,7 +202,7 @@ class MeController(Controller):
             raise DomainError("invalid", "invalid-limit", "limit must be between 1 and 100.")
         before_id = None
         if cursor is not None:
-            if not cursor.isdigit() or len(cursor) > 18:
+            if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 18:
                 raise DomainError("invalid", "invalid-cursor", "cursor must be a next_cursor from a previous page.")
             before_id = int(cursor)
         holder = await get_holder(request.user.holder_id)
@@ -194,13 +211,14 @@ class MeController(Controller):
         return InboxPage(items=[InboxMessageOut(**m) for m in items], next_cursor=next_cursor)
 
     @post("/inbox/{message_id:int}/read", operation_id="markInboxMessageRead", status_code=HTTP_204_NO_CONTENT,
-          summary="Mark a message read")
+          summary="Mark a message read", responses=problem_responses(400, 401, 404, 503))
     async def read(self, request: Req, message_id: FromPath[int]) -> None:
         """Mark one of my inbox messages read."""
-        if not await mark_read(request.user.holder_id, message_id):
+        if not 1 <= message_id < 2**63 or not await mark_read(request.user.holder_id, message_id):
             raise DomainError("not_found", "message-not-found", "No message of yours has this id.")
 
-    @get("/export", operation_id="exportMyData", summary="Export my personal data")
+    @get("/export", operation_id="exportMyData", summary="Export my personal data",
+         responses=problem_responses(401, 503))
     async def export(self, request: Req) -> Response[dict[str, Any]]:
         """Everything we hold about me, as one JSON document (PIPL / GDPR data portability)."""
         holder_id = request.user.holder_id

@@ -22,7 +22,9 @@ __all__ = [
     "TokenPair",
 ]
 
-Password = Annotated[str, msgspec.Meta(min_length=1, max_length=128, description="8 to 128 characters.")]
+Password = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=128, description="New passwords need 8 to 128 characters.")
+]
 DeviceName = Annotated[str, msgspec.Meta(max_length=100, description="Shown in the list of signed-in devices.")]
 Language = Literal["zh-CN", "en"]
 

@@ -6,6 +6,7 @@ from typing import Any
 import msgspec
 from litestar import Controller, MediaType, Response, get
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from wallet.db import connection
@@ -32,7 +33,10 @@ class SystemController(Controller):
         a healthy process because a dependency is slow."""
         return Health(status="ok")
 
-    @get("/ready", operation_id="ready", summary="Readiness", cache=False)
+    @get(
+        "/ready", operation_id="ready", summary="Readiness", cache=False,
+        responses={503: ResponseSpec(Readiness, description="PostgreSQL or Redis is down; `checks` says which.")},
+    )
     async def ready(self, state: State) -> Response[Readiness]:
         """200 when PostgreSQL and Redis both answer within a second; 503 naming the one that does not."""
 

@@ -1,5 +1,9 @@
 """Event handlers that write the inbox. They run inside the outbox's per-handler transaction, and the
-UNIQUE (holder_id, event_id, kind) key makes a second delivery a no-op even without that guard."""
+UNIQUE (holder_id, event_id, kind) key makes a second delivery a no-op even without that guard.
+
+Events of one holder may be handled out of order (the relay hands them to parallel jobs), so a handler
+never writes for a holder who is no longer active: a late `holder.registered` after `holder.deleted`
+must not bring personal messages back."""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ __all__ = ["HANDLERS"]
 
 _INSERT = """
 INSERT INTO inbox_message (holder_id, event_id, kind, params, created_at)
-VALUES ($1, $2, $3, $4::jsonb, $5) ON CONFLICT (holder_id, event_id, kind) DO NOTHING
+SELECT $1, $2, $3, $4::jsonb, $5 WHERE EXISTS (SELECT 1 FROM holder WHERE id = $1 AND status = 'active')
+ON CONFLICT (holder_id, event_id, kind) DO NOTHING
 """
 
 
