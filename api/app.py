@@ -26,7 +26,7 @@ from api.ratelimit import RateLimiter
 from api.residents.controllers import AuthController, MeController
 from api.settings import Settings, get_settings
 from api.system.controllers import SystemController
-from wallet.db import engine
+from wallet.db import close_pool, start_pool
 from wallet.holders.passwords import Passwords
 
 __all__ = ["create_app"]
@@ -42,9 +42,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        db = engine()
-        db.config["dsn"] = settings.database_url
-        await db.start_connection_pool(min_size=2, max_size=20)
+        await start_pool(settings.database_url, size_min=2, size_max=20)
         redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
         app.state.redis = redis
         app.state.rate_limiter = RateLimiter(redis)
@@ -52,7 +50,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             yield
         finally:
             await redis.aclose()
-            await db.close_connection_pool()
+            await close_pool()
 
     v1 = Router(path="/", route_handlers=[AuthController, MeController])
     app = Litestar(

@@ -19,7 +19,7 @@ from arq.worker import func
 
 from api.observability import configure_logging
 from notifications.inbox.handlers import HANDLERS as INBOX_HANDLERS
-from wallet.db import engine
+from wallet.db import close_pool, start_pool
 from wallet.outbox.service import EventHandler, handle_event, relay_due_events
 
 __all__ = ["EVENT_HANDLERS", "WorkerSettings"]
@@ -42,13 +42,11 @@ async def startup(ctx: dict[str, Any]) -> None:
     configure_logging(os.environ.get("CW_LOG_LEVEL", "INFO").upper())
     # arq logs every job at INFO, and the relay runs every second: keep warnings and failures only.
     logging.getLogger("arq.worker").setLevel(logging.WARNING)
-    db = engine()
-    db.config["dsn"] = os.environ["DATABASE_URL"]
-    await db.start_connection_pool(min_size=1, max_size=10)
+    await start_pool(os.environ["DATABASE_URL"], size_min=1, size_max=10)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    await engine().close_connection_pool()
+    await close_pool()
 
 
 async def handle_outbox_event(ctx: dict[str, Any], event_id: str) -> int:

@@ -85,13 +85,11 @@ def resident(client: httpx.Client) -> object:
 @pytest.fixture(scope="session")
 async def db() -> AsyncIterator[object]:
     """A pool on the pytest event loop, for service-level tests (the API process has its own)."""
-    from wallet.db import engine
+    from wallet.db import close_pool, engine, start_pool
 
-    database = engine()
-    database.config["dsn"] = os.environ["DATABASE_URL"]
-    await database.start_connection_pool(min_size=1, max_size=10)
-    yield database
-    await database.close_connection_pool()
+    await start_pool(os.environ["DATABASE_URL"], size_min=1, size_max=10)
+    yield engine()
+    await close_pool()
 
 
 @pytest.fixture(scope="session")

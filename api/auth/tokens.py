@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,9 @@ __all__ = ["ALGORITHM", "AccessClaims", "AccessTokens"]
 
 ALGORITHM = "EdDSA"
 TOKEN_TYPE = "at+jwt"  # noqa: S105 - the JWT "typ" header (RFC 9068), not a secret
-_REQUIRED = ["iss", "aud", "sub", "exp", "iat", "jti", "sid"]
+_REQUIRED = ["iss", "aud", "sub", "exp", "iat", "jti", "nbf", "sid"]
+LEEWAY_S = 5
+VERIFIED_CACHE_MAX = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +28,7 @@ class AccessClaims:
     session_id: uuid.UUID
     jti: str
     expires_at: int
+    not_before: int
 
 
 class AccessTokens:
@@ -35,6 +39,7 @@ class AccessTokens:
         self.issuer = issuer
         self.audience = audience
         self.ttl_s = ttl_s
+        self._verified: OrderedDict[str, AccessClaims] = OrderedDict()
 
     def issue(self, holder_id: uuid.UUID, session_id: uuid.UUID, *, now_s: int | None = None) -> tuple[str, int]:
         issued_at = int(time.time()) if now_s is None else now_s
@@ -51,17 +56,39 @@ class AccessTokens:
         token = jwt.encode(claims, self._private, algorithm=ALGORITHM, headers={"kid": self.kid, "typ": TOKEN_TYPE})
         return token, claims["exp"]
 
-    def verify(self, token: str) -> AccessClaims:
+    def verify(self, token: str, *, now_s: int | None = None) -> AccessClaims:
+        """Signature and claims are checked once per token string and remembered (bounded LRU): a client
+        sends the same token for its whole lifetime, and the Ed25519 check plus PyJWT's parsing was the
+        largest CPU cost of an authenticated request. Time is checked on every call, so a remembered token
+        still expires; revocation is checked by the caller against the session."""
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = self._verify_uncached(token)
+            self._verified[token] = claims
+            if len(self._verified) > VERIFIED_CACHE_MAX:
+                self._verified.popitem(last=False)
+        else:
+            self._verified.move_to_end(token)
+        now = int(time.time()) if now_s is None else now_s
+        if now > claims.expires_at + LEEWAY_S:
+            self._verified.pop(token, None)
+            raise DomainError("unauthorized", "token-expired", "The access token has expired; refresh it.")
+        if now < claims.not_before - LEEWAY_S:
+            raise DomainError("unauthorized", "token-invalid", "The access token is not valid yet.")
+        return claims
+
+    def _verify_uncached(self, token: str) -> AccessClaims:
         try:
             header = jwt.get_unverified_header(token)
             if header.get("alg") != ALGORITHM or header.get("typ") != TOKEN_TYPE:
                 raise jwt.InvalidTokenError("unexpected token header")
             claims = jwt.decode(
                 token, self._public, algorithms=[ALGORITHM], audience=self.audience, issuer=self.issuer,
-                options={"require": _REQUIRED}, leeway=5,
+                options={"require": _REQUIRED, "verify_exp": False, "verify_nbf": False, "verify_iat": False},
             )
-            return AccessClaims(uuid.UUID(claims["sub"]), uuid.UUID(claims["sid"]), claims["jti"], claims["exp"])
-        except jwt.ExpiredSignatureError as exc:
-            raise DomainError("unauthorized", "token-expired", "The access token has expired; refresh it.") from exc
+            return AccessClaims(
+                uuid.UUID(claims["sub"]), uuid.UUID(claims["sid"]), str(claims["jti"]),
+                int(claims["exp"]), int(claims["nbf"]),
+            )
         except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
             raise DomainError("unauthorized", "token-invalid", "The access token is not valid; log in again.") from exc

@@ -45,19 +45,17 @@ def _free_port(host: str, preferred: int) -> int:
 async def _prepare(database_url: str, seed: bool) -> int:
     from api.demo import seed_demo
     from api.migrate import migrate
-    from wallet.db import engine
+    from wallet.db import close_pool, start_pool
     from wallet.holders.passwords import Passwords
 
     await migrate(database_url)
     if not seed:
         return 0
-    db = engine()
-    db.config["dsn"] = database_url
-    await db.start_connection_pool(min_size=1, max_size=4)
+    await start_pool(database_url, size_min=1, size_max=4)
     try:
         return await seed_demo(Passwords(time_cost=2, memory_kib=19 * 1024))
     finally:
-        await db.close_connection_pool()
+        await close_pool()
 
 
 def run(*, host: str, port: int, web_workers: int, seed: bool) -> int:
