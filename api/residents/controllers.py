@@ -87,20 +87,21 @@ class AuthController(Controller):
           responses=problem_responses(400, 409, 413, 422, 429, 503))
     async def register(self, request: Req, state: State, data: JSONBody[Register]) -> TokenPair:
         """Create a holder with an e-mail address or a phone number and a password, and sign this device in.
-        Limited per client IP."""
+        The holder and the session commit together. Limited per client IP and per e-mail or phone number."""
         settings = state.settings
         await state.rate_limiter.hit("register-ip", client_ip(request, settings), settings.register_limit_per_ip)
         await state.rate_limiter.hit(
             "register-account", _account_key(data.email or data.phone or ""), settings.login_limit_per_account
         )
-        holder = await register_holder(
-            state.passwords, password=data.password, email=data.email, phone=data.phone,
-            nickname=data.nickname, language=data.language, time_zone=data.time_zone,
-        )
-        rotation = await start_session(
-            holder["id"], device_name=data.device_name, user_agent=request.headers.get("user-agent", ""),
-            ip=client_ip(request, settings), refresh_ttl_s=settings.refresh_token_ttl_s,
-        )
+        async with engine().transaction():
+            holder = await register_holder(
+                state.passwords, password=data.password, email=data.email, phone=data.phone,
+                nickname=data.nickname, language=data.language, time_zone=data.time_zone,
+            )
+            rotation = await start_session(
+                holder["id"], device_name=data.device_name, user_agent=request.headers.get("user-agent", ""),
+                ip=client_ip(request, settings), refresh_ttl_s=settings.refresh_token_ttl_s,
+            )
         return _token_pair(state, rotation)
 
     @post("/login", operation_id="login", status_code=HTTP_200_OK, summary="Log in",
