@@ -8,8 +8,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,13 +49,7 @@ class ApiProcess:
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -80,12 +76,46 @@ class WorkerProcess:
             self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        terminate(self.proc)
+
+
+def terminate(proc: subprocess.Popen[bytes] | None, grace_s: float = 10) -> None:
+    """SIGTERM, then SIGKILL if the process has not exited within `grace_s`."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def race(
+    n: int, open_client: Callable[[], httpx.Client], act: Callable[[httpx.Client], httpx.Response]
+) -> list[httpx.Response]:
+    """Run `act` on `n` threads released together by a barrier. Each thread opens and warms its own
+    connection first, so the requests really arrive at the same moment."""
+    barrier = threading.Barrier(n)
+    results: list[httpx.Response] = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        with open_client() as http:
+            http.get("/health")
+            barrier.wait()
+            response = act(http)
+            response.read()
+        with lock:
+            results.append(response)
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(results) == n, "every racing request must finish"
+    return results
 
 
 def _status(url: str) -> int:

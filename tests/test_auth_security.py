@@ -13,7 +13,6 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from api.auth.keys import load_private_key
 from api.auth.tokens import AccessTokens
 from api.settings import Settings
-from tests.support import PASSWORD, Resident, assert_problem, register
+from tests.support import PASSWORD, Resident, assert_problem, race, register
 
 NEW_PASSWORD = "a different horse staple"
 
@@ -369,25 +368,11 @@ def test_refresh_token_is_not_an_access_token(client: httpx.Client, resident: Re
 
 def test_concurrent_refresh_of_one_token_succeeds_once(base_url: str, resident: Resident) -> None:
     threads_n = 10
-    barrier = threading.Barrier(threads_n)
-    results: list[httpx.Response] = []
-    lock = threading.Lock()
-
-    def attempt() -> None:
-        with httpx.Client(base_url=base_url, timeout=30) as own:
-            own.get("/health")  # connect before the barrier so the refreshes really race
-            barrier.wait()
-            r = _refresh(own, resident.refresh_token)
-            r.read()
-        with lock:
-            results.append(r)
-
-    workers = [threading.Thread(target=attempt) for _ in range(threads_n)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(60)
-    assert len(results) == threads_n
+    results = race(
+        threads_n,
+        lambda: httpx.Client(base_url=base_url, timeout=30),
+        lambda http: _refresh(http, resident.refresh_token),
+    )
     statuses = sorted(r.status_code for r in results)
     assert statuses == [200] + [401] * (threads_n - 1), [r.text for r in results]
     for r in results:

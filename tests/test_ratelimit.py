@@ -7,7 +7,6 @@ per-IP budgets of different tests, and of the main API process that other test m
 from __future__ import annotations
 
 import re
-import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import PASSWORD, ApiProcess, Resident, assert_problem, register, unique_email
+from tests.support import PASSWORD, ApiProcess, Resident, assert_problem, race, register, unique_email
 
 ACCOUNT_LIMIT = 5
 IP_LIMIT = 8
@@ -82,23 +81,9 @@ def test_limits_apply_across_two_worker_processes(client: httpx.Client, limited_
     although both worker processes served the burst."""
     victim = register(client)
     attempts = 20
-    barrier = threading.Barrier(attempts)
-    results: list[httpx.Response] = []
-    lock = threading.Lock()
-
-    def attack() -> None:
-        with client_from(limited_api) as http:
-            http.get("/health")  # open the connection before the barrier so the logins really race
-            barrier.wait()
-            r = login(http, victim.login, "wrong password!")
-        with lock:
-            results.append(r)
-
-    threads = [threading.Thread(target=attack) for _ in range(attempts)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    results = race(
+        attempts, lambda: client_from(limited_api), lambda http: login(http, victim.login, "wrong password!")
+    )
 
     statuses = Counter(r.status_code for r in results)
     assert statuses == {401: ACCOUNT_LIMIT, 429: attempts - ACCOUNT_LIMIT}, statuses
