@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -17,25 +16,14 @@ from arq import cron
 from arq.connections import RedisSettings
 from arq.worker import func
 
+from api.events import EVENT_HANDLERS
 from api.observability import configure_logging
-from notifications.inbox.handlers import HANDLERS as INBOX_HANDLERS
 from wallet.db import close_pool, start_pool
-from wallet.outbox.service import EventHandler, handle_event, relay_due_events
+from wallet.outbox.service import handle_event, relay_due_events
 
-__all__ = ["EVENT_HANDLERS", "WorkerSettings"]
+__all__ = ["WorkerSettings"]
 
 log = logging.getLogger("carbon_wallet.worker")
-
-
-def _merge(*tables: dict[str, list[EventHandler]]) -> dict[str, Sequence[EventHandler]]:
-    merged: dict[str, list[EventHandler]] = {}
-    for table in tables:
-        for name, handlers in table.items():
-            merged.setdefault(name, []).extend(handlers)
-    return merged
-
-
-EVENT_HANDLERS = _merge(INBOX_HANDLERS)
 
 
 async def startup(ctx: dict[str, Any]) -> None:

@@ -210,7 +210,7 @@ def stop_quietly(*things: Any) -> None:
 async def deliver_pending_events() -> int:
     """One relay pass with its handlers run in-process: what a worker does, without arq in between.
     Needs the `db` fixture's pool."""
-    from api.worker import EVENT_HANDLERS
+    from api.events import EVENT_HANDLERS
     from wallet.outbox.service import handle_event, relay_due_events
 
     queued: list[uuid.UUID] = []

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from api.worker import EVENT_HANDLERS
+from api.events import EVENT_HANDLERS
 from tests.support import WorkerProcess, free_port, unique_email
 from wallet.db import connection, engine
 from wallet.outbox.service import Event, handle_event, record_event, relay_due_events

@@ -218,7 +218,7 @@ async def test_delete_account_erases_and_keeps_a_pseudonym(
 
 async def test_a_late_welcome_never_reaches_a_deleted_holder(client: httpx.Client, db: object) -> None:
     """Events of one holder may be handled out of order: deletion first, then the registration's welcome."""
-    from api.worker import EVENT_HANDLERS
+    from api.events import EVENT_HANDLERS
     from wallet.outbox.service import handle_event
 
     resident = register(client)
