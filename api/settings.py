@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from wallet.holders.passwords import ARGON2_MEMORY_KIB_DEFAULT, ARGON2_TIME_COST_DEFAULT
+
 __all__ = ["RateLimit", "Settings", "SettingsError", "get_settings", "load_settings"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,8 +53,8 @@ class Settings:
     login_limit_per_ip: RateLimit = RateLimit(60, 300)
     register_limit_per_ip: RateLimit = RateLimit(20, 3600)
     trust_forwarded_for: bool = False
-    argon2_time_cost: int = 2
-    argon2_memory_kib: int = 19 * 1024
+    argon2_time_cost: int = ARGON2_TIME_COST_DEFAULT
+    argon2_memory_kib: int = ARGON2_MEMORY_KIB_DEFAULT
     log_level: str = "INFO"
     access_log: bool = True
 
@@ -130,8 +132,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         login_limit_per_ip=limits.get("CW_LOGIN_LIMIT_PER_IP", RateLimit(60, 300)),
         register_limit_per_ip=limits.get("CW_REGISTER_LIMIT_PER_IP", RateLimit(20, 3600)),
         trust_forwarded_for=_bool(env, "CW_TRUST_FORWARDED_FOR", False),
-        argon2_time_cost=_int(env, "CW_ARGON2_TIME_COST", 2),
-        argon2_memory_kib=_int(env, "CW_ARGON2_MEMORY_KIB", 19 * 1024, minimum=8 * 1024 if production else 64),
+        argon2_time_cost=_int(env, "CW_ARGON2_TIME_COST", ARGON2_TIME_COST_DEFAULT),
+        argon2_memory_kib=_int(
+            env, "CW_ARGON2_MEMORY_KIB", ARGON2_MEMORY_KIB_DEFAULT, minimum=8 * 1024 if production else 64
+        ),
         log_level=(env.get("CW_LOG_LEVEL") or "INFO").upper(),
         access_log=_bool(env, "CW_ACCESS_LOG", True),
     )

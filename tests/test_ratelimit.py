@@ -28,24 +28,24 @@ LIMITS = {
 }
 
 
-@pytest.fixture(scope="module")
-def limited_api(work_dir: Path) -> Iterator[ApiProcess]:
-    """Two workers behind one port, X-Forwarded-For not trusted (the default)."""
-    proc = ApiProcess(work_dir, workers=2, CW_TRUST_FORWARDED_FOR="false", **LIMITS)
+def _serving(work_dir: Path, *, workers: int, trust_forwarded_for: bool) -> Iterator[ApiProcess]:
+    proc = ApiProcess(work_dir, workers=workers, CW_TRUST_FORWARDED_FOR=str(trust_forwarded_for).lower(), **LIMITS)
     try:
         yield proc.start()
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="module")
+def limited_api(work_dir: Path) -> Iterator[ApiProcess]:
+    """Two workers behind one port, X-Forwarded-For not trusted (the default)."""
+    yield from _serving(work_dir, workers=2, trust_forwarded_for=False)
 
 
 @pytest.fixture(scope="module")
 def proxied_api(work_dir: Path) -> Iterator[ApiProcess]:
-    """Behind a trusted proxy: the left-most X-Forwarded-For address is the client."""
-    proc = ApiProcess(work_dir, workers=1, CW_TRUST_FORWARDED_FOR="true", **LIMITS)
-    try:
-        yield proc.start()
-    finally:
-        proc.stop()
+    """Behind one trusted proxy: the right-most X-Forwarded-For entry, the one the proxy appended, is the client."""
+    yield from _serving(work_dir, workers=1, trust_forwarded_for=True)
 
 
 def fresh_ip() -> str:

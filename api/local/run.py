@@ -46,14 +46,14 @@ async def _prepare(database_url: str, seed: bool) -> int:
     from api.demo import seed_demo
     from api.migrate import migrate
     from wallet.db import close_pool, start_pool
-    from wallet.holders.passwords import Passwords
+    from wallet.holders.passwords import ARGON2_MEMORY_KIB_DEFAULT, ARGON2_TIME_COST_DEFAULT, Passwords
 
     await migrate(database_url)
     if not seed:
         return 0
     await start_pool(database_url, size_min=1, size_max=4)
     try:
-        return await seed_demo(Passwords(time_cost=2, memory_kib=19 * 1024))
+        return await seed_demo(Passwords(ARGON2_TIME_COST_DEFAULT, ARGON2_MEMORY_KIB_DEFAULT))
     finally:
         await close_pool()
 

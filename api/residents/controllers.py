@@ -45,7 +45,8 @@ from wallet.holders.service import (
     change_password,
     delete_holder,
     get_holder,
-    register_holder,
+    insert_holder,
+    prepare_registration,
     update_profile,
 )
 
@@ -93,11 +94,12 @@ class AuthController(Controller):
         await state.rate_limiter.hit(
             "register-account", _account_key(data.email or data.phone or ""), settings.login_limit_per_account
         )
+        registration = await prepare_registration(
+            state.passwords, password=data.password, email=data.email, phone=data.phone,
+            nickname=data.nickname, language=data.language, time_zone=data.time_zone,
+        )
         async with engine().transaction():
-            holder = await register_holder(
-                state.passwords, password=data.password, email=data.email, phone=data.phone,
-                nickname=data.nickname, language=data.language, time_zone=data.time_zone,
-            )
+            holder = await insert_holder(registration)
             rotation = await start_session(
                 holder["id"], device_name=data.device_name, user_agent=request.headers.get("user-agent", ""),
                 ip=client_ip(request, settings), refresh_ttl_s=settings.refresh_token_ttl_s,

@@ -53,7 +53,7 @@ class SystemController(Controller):
         for name, probe in (("postgres", postgres), ("redis", redis)):
             try:
                 checks[name] = await asyncio.wait_for(probe(), timeout=1.0)
-            except Exception as exc:
+            except Exception as exc:  # any failure means not ready; the check's name says which
                 checks[name] = f"unavailable: {type(exc).__name__}"
         ok = all(v == "ok" for v in checks.values())
         return Response(Readiness(status="ok" if ok else "unavailable", checks=checks), status_code=200 if ok else 503)

@@ -9,8 +9,17 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from wallet.errors import DomainError
 
-__all__ = ["PASSWORD_LENGTH_MAX", "PASSWORD_LENGTH_MIN", "Passwords", "check_password_policy"]
+__all__ = [
+    "ARGON2_MEMORY_KIB_DEFAULT",
+    "ARGON2_TIME_COST_DEFAULT",
+    "PASSWORD_LENGTH_MAX",
+    "PASSWORD_LENGTH_MIN",
+    "Passwords",
+    "check_password_policy",
+]
 
+ARGON2_TIME_COST_DEFAULT = 2
+ARGON2_MEMORY_KIB_DEFAULT = 19 * 1024  # OWASP's minimum for argon2id: m=19 MiB, t=2, p=1
 PASSWORD_LENGTH_MIN = 8
 PASSWORD_LENGTH_MAX = 128
 

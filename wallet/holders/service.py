@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import available_timezones
@@ -23,10 +24,13 @@ from wallet.outbox.service import record_event
 __all__ = [
     "LANGUAGES",
     "PROFILE_FIELDS",
+    "Registration",
     "authenticate",
     "change_password",
     "delete_holder",
     "get_holder",
+    "insert_holder",
+    "prepare_registration",
     "register_holder",
     "update_profile",
 ]
@@ -107,7 +111,21 @@ def _default_nickname(email: str | None, phone: str | None) -> str:
     return email.split("@", 1)[0][:40]
 
 
-async def register_holder(
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A validated registration with its password already hashed: everything slow or refusable is done
+    before a database connection is taken."""
+
+    holder_id: uuid.UUID
+    email: str | None
+    phone: str | None
+    password_hash: str
+    nickname: str
+    time_zone: str
+    language: str
+
+
+async def prepare_registration(
     passwords: Passwords,
     *,
     password: str,
@@ -116,7 +134,7 @@ async def register_holder(
     nickname: str | None = None,
     language: str = "zh-CN",
     time_zone: str = "Asia/Shanghai",
-) -> dict[str, Any]:
+) -> Registration:
     if (email is None) == (phone is None):
         raise DomainError("invalid", "one-login-identity", "Register with either an e-mail address or a phone number.")
     email_n = normalize_email(email) if email is not None else None
@@ -125,8 +143,15 @@ async def register_holder(
     profile = _validate_profile(
         {"nickname": nickname or _default_nickname(email_n, phone_n), "language": language, "time_zone": time_zone}
     )
-    password_hash = await passwords.hash(password)
-    holder_id = uuid.uuid4()
+    return Registration(
+        holder_id=uuid.uuid4(), email=email_n, phone=phone_n, password_hash=await passwords.hash(password),
+        nickname=profile["nickname"], time_zone=profile["time_zone"], language=profile["language"],
+    )
+
+
+async def insert_holder(registration: Registration) -> dict[str, Any]:
+    """Insert the holder and its `holder.registered` event; may run inside the caller's transaction."""
+    r = registration
     try:
         async with engine().transaction() as tx:
             row = await tx.connection.fetchrow(
@@ -134,21 +159,26 @@ async def register_holder(
                         show_on_public_leaderboards, created_at, updated_at, password_changed_at)
                     VALUES ($1, 'active', $2, $3, $4, $5, $6, $7, false, now(), now(), now())
                     RETURNING {_PUBLIC_COLUMNS}""",  # noqa: S608 - a constant column list
-                holder_id,
-                email_n,
-                phone_n,
-                password_hash,
-                profile["nickname"],
-                profile["time_zone"],
-                profile["language"],
+                r.holder_id,
+                r.email,
+                r.phone,
+                r.password_hash,
+                r.nickname,
+                r.time_zone,
+                r.language,
             )
-            await record_event("holder.registered", {"language": profile["language"]}, holder_id=holder_id)
+            await record_event("holder.registered", {"language": r.language}, holder_id=r.holder_id)
     except asyncpg.UniqueViolationError as exc:
-        what = "e-mail address" if email_n else "phone number"
+        what = "e-mail address" if r.email else "phone number"
         raise DomainError(
             "conflict", "identity-taken", f"This {what} is already registered. Log in, or use another {what}."
         ) from exc
     return dict(row)
+
+
+async def register_holder(passwords: Passwords, **fields: Any) -> dict[str, Any]:
+    """Prepare and insert in one call, for callers that hold no transaction (demo seed, service tests)."""
+    return await insert_holder(await prepare_registration(passwords, **fields))
 
 
 async def authenticate(passwords: Passwords, login: str, password: str) -> uuid.UUID:
