@@ -17,5 +17,6 @@ APP_REGISTRY = AppRegistry(
         "wallet.piccolo_app",
         "notifications.piccolo_app",
         "api.auth.piccolo_app",
+        "api.oauth.piccolo_app",
     ]
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import asyncpg
 from litestar import Litestar, Router
@@ -12,15 +13,22 @@ from litestar.config.cors import CORSConfig
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme, Tag
+from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme, Tag
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.template import TemplateConfig
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from api.accounts.controllers import AccountsController
 from api.auth.middleware import BearerAuthMiddleware
-from api.auth.tokens import AccessTokens
+from api.auth.tokens import AccessTokens, PartnerTokens
+from api.oauth.controllers import MetadataController, OAuthController
+from api.oauth.web import WEB_SESSION_TTL_S, ConsentTokens
 from api.observability import configure_logging, install_request_context
 from api.openapi import StrictStructSchemaPlugin
+from api.partners.admin import PartnerAdminController
+from api.partners.controllers import PartnerApiController, PushController
 from api.problems import exception_handlers, unavailable
 from api.ratelimit import RateLimiter
 from api.residents.controllers import AuthController, MeController
@@ -28,12 +36,24 @@ from api.settings import Settings, get_settings
 from api.system.controllers import SystemController
 from wallet.db import close_pool, start_pool
 from wallet.holders.passwords import Passwords
+from wallet.sealing import SecretBox
 
 __all__ = ["create_app"]
 
+TEMPLATES = Path(__file__).parent / "oauth" / "templates"
+PARTNER_AUDIENCE = "carbon-wallet:partner-api"
+WEB_AUDIENCE = "carbon-wallet:web"
+SCOPE_SUMMARIES = {
+    "activities:write": "Report this resident's green actions",
+    "book:read": "Read this resident's totals from your platform",
+    "profile:read": "Read this resident's nickname",
+}
+
 DESCRIPTION = """Carbon Wallet keeps each resident's carbon book (碳账本): verified, explainable records of the
 CO2 they avoid, fed by partner platforms. Every error is an RFC 9457 problem document with a stable `code`.
-Authenticate with `Authorization: Bearer <access token>` from `POST /v1/auth/login`."""
+Residents authenticate with `Authorization: Bearer <access token>` from `POST /v1/auth/login`; partner
+platforms with an OAuth 2 token (authorization code + PKCE S256, metadata at
+`/.well-known/oauth-authorization-server`)."""
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -52,9 +72,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await redis.aclose()
             await close_pool()
 
-    v1 = Router(path="/", route_handlers=[AuthController, MeController])
+    v1 = Router(path="/", route_handlers=[AuthController, MeController, AccountsController])
+    partners = Router(
+        path="/", route_handlers=[PartnerApiController, PushController, PartnerAdminController]
+    )
+    oauth = Router(path="/", route_handlers=[MetadataController, OAuthController])
     app = Litestar(
-        route_handlers=[SystemController, v1],
+        route_handlers=[SystemController, v1, partners, oauth],
         lifespan=[lifespan],
         exception_handlers={
             **exception_handlers,
@@ -77,18 +101,32 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     "BearerToken": SecurityScheme(
                         type="http", scheme="bearer", bearer_format="JWT",
                         description="Access token from POST /v1/auth/login or /v1/auth/refresh (15 minutes).",
-                    )
+                    ),
+                    "PartnerToken": SecurityScheme(
+                        type="oauth2",
+                        description="A partner's access token from POST /oauth/token (authorization code + PKCE).",
+                        flows=OAuthFlows(
+                            authorization_code=OAuthFlow(
+                                authorization_url="/oauth/authorize", token_url="/oauth/token",  # noqa: S106 - a path
+                                refresh_url="/oauth/token", scopes=dict(SCOPE_SUMMARIES),
+                            )
+                        ),
+                    ),
                 }
             ),
             tags=[
                 Tag(name="auth", description="Register, log in, rotate and revoke tokens."),
                 Tag(name="me", description="The signed-in holder: profile, devices, inbox, export, deletion."),
+                Tag(name="partner API", description="Partners acting for residents who linked them (OAuth 2)."),
+                Tag(name="oauth", description="The OAuth 2 authorization server partners link through."),
+                Tag(name="admin", description="Operators: partner registry."),
                 Tag(name="operations", description="Liveness, readiness and metrics."),
             ],
             use_handler_docstrings=True,
         ),
         cors_config=CORSConfig(allow_origins=[], allow_headers=["Authorization", "Content-Type", "Idempotency-Key"]),
         request_max_body_size=settings.request_body_max_bytes,
+        template_config=TemplateConfig(directory=[TEMPLATES], engine=JinjaTemplateEngine),
         debug=False,
         logging_config=None,
     )
@@ -97,6 +135,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
         settings.jwt_private_key_pem, issuer=settings.jwt_issuer, audience=settings.jwt_audience,
         ttl_s=settings.access_token_ttl_s,
     )
+    app.state.partner_tokens = PartnerTokens(
+        settings.jwt_private_key_pem, issuer=settings.jwt_issuer, audience=PARTNER_AUDIENCE,
+        ttl_s=settings.partner_token_ttl_s,
+    )
+    app.state.web_tokens = AccessTokens(
+        settings.jwt_private_key_pem, issuer=settings.jwt_issuer, audience=WEB_AUDIENCE, ttl_s=WEB_SESSION_TTL_S
+    )
+    app.state.consent_tokens = ConsentTokens(settings.jwt_private_key_pem, settings.jwt_issuer)
+    app.state.secret_box = SecretBox(settings.data_key)
     app.state.passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib)
     install_request_context(app, log_requests=settings.access_log)
     return app

@@ -1,4 +1,4 @@
-"""`carbon-wallet`: the operator CLI (run, migrate, seed-demo)."""
+"""`carbon-wallet`: the operator CLI (run, migrate, seed-demo, partner …, grant-role, revoke-role)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import os
 import sys
+
+from api.partners.cli import add_commands, run_command
 
 __all__ = ["main"]
 
@@ -20,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--no-demo", action="store_true", help="do not load demo data")
     sub.add_parser("migrate", help="apply Piccolo migrations to DATABASE_URL")
     sub.add_parser("seed-demo", help="load demo data into DATABASE_URL (idempotent)")
+    add_commands(sub)
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -35,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     if not database_url:
         print("carbon-wallet: set DATABASE_URL to the PostgreSQL server to use", file=sys.stderr)
         return 2
+    if args.command in ("partner", "grant-role", "revoke-role"):
+        return run_command(args, database_url)
     if args.command == "seed-demo" and os.environ.get("CW_ENV") == "production":
         print("carbon-wallet: demo data is never loaded when CW_ENV=production", file=sys.stderr)
         return 2

@@ -1,14 +1,19 @@
-"""Demo data for `make run`: a few holders, loaded idempotently (a second run changes nothing)."""
+"""Demo data for `make run`: holders, an operator and three partner platforms, loaded idempotently (a
+second run changes nothing). The demo partners' secrets are published in the README: local data only."""
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 
 from wallet.errors import DomainError
 from wallet.holders.passwords import Passwords
+from wallet.holders.roles import grant_role, holder_id_for_login
 from wallet.holders.service import register_holder, update_profile
+from wallet.partners.service import PartnerSpec, get_partner_by_client_id, register_partner
+from wallet.sealing import SecretBox
 
-__all__ = ["DEMO_HOLDERS", "DEMO_PASSWORD", "seed_demo"]
+__all__ = ["DEMO_HOLDERS", "DEMO_OPERATOR", "DEMO_PARTNERS", "DEMO_PASSWORD", "seed_demo"]
 
 DEMO_PASSWORD = "green-demo-2026"  # noqa: S105 - published demo login, local data only
 
@@ -28,10 +33,54 @@ DEMO_HOLDERS = (
     DemoHolder("13800138000", "王骑行", "北京市", "朝阳区", "望京社区"),
     DemoHolder("chen@demo.carbon-wallet.dev", "陈光盘", "上海市", "浦东新区", "陆家嘴社区"),
     DemoHolder("alex@demo.carbon-wallet.dev", "Alex", "广州市", "天河区", "珠江新城社区", language="en"),
+    DemoHolder("ops@demo.carbon-wallet.dev", "运营小周", "北京市", "海淀区", "中关村社区"),
+)
+DEMO_OPERATOR = "ops@demo.carbon-wallet.dev"
+DEMO_REDIRECT_URI = "http://localhost:8765/callback"
+
+
+@dataclass(frozen=True)
+class DemoPartner:
+    client_id: str
+    client_secret: str | None
+    webhook_secret: str
+    spec: PartnerSpec
+
+
+def _webhook_secret(seed: str) -> str:
+    return "whsec_" + base64.b64encode(seed.encode().ljust(32, b"!")[:32]).decode()
+
+
+DEMO_PARTNERS = (
+    DemoPartner(
+        "demo-food-delivery", "demo-food-delivery-secret", _webhook_secret("demo-food-delivery"),
+        PartnerSpec(
+            name="绿碗外卖", name_en="GreenBowl Delivery", kind="food_delivery", redirect_uris=[DEMO_REDIRECT_URI],
+            allowed_scopes=["activities:write", "book:read", "profile:read"],
+            allowed_behaviours=["no_disposable_cutlery", "clean_plate"],
+        ),
+    ),
+    DemoPartner(
+        "demo-logistics", "demo-logistics-secret", _webhook_secret("demo-logistics"),
+        PartnerSpec(
+            name="速递物流", name_en="SwiftParcel Logistics", kind="logistics", redirect_uris=[DEMO_REDIRECT_URI],
+            allowed_scopes=["activities:write", "book:read"],
+            allowed_behaviours=["parcel_box_reuse", "freight_empty_mile_reduction"],
+        ),
+    ),
+    DemoPartner(
+        "demo-second-hand", None, _webhook_secret("demo-second-hand"),
+        PartnerSpec(
+            name="闲转", name_en="ReLoop Second-hand", kind="second_hand", client_type="public",
+            redirect_uris=["com.reloop.app:/oauth/callback", DEMO_REDIRECT_URI],
+            allowed_scopes=["activities:write", "profile:read"],
+            allowed_behaviours=["second_hand_sale", "second_hand_purchase", "clothes_recycling"],
+        ),
+    ),
 )
 
 
-async def seed_demo(passwords: Passwords) -> int:
+async def seed_demo(passwords: Passwords, box: SecretBox) -> int:
     """Returns how many demo holders were created now."""
     created = 0
     for demo in DEMO_HOLDERS:
@@ -50,4 +99,9 @@ async def seed_demo(passwords: Passwords) -> int:
              "show_on_public_leaderboards": True},
         )
         created += 1
+    await grant_role(await holder_id_for_login(DEMO_OPERATOR), "operator")
+    for partner in DEMO_PARTNERS:
+        if await get_partner_by_client_id(partner.client_id) is None:
+            secrets = (partner.client_secret or "", partner.webhook_secret)
+            await register_partner(partner.spec, box, client_id=partner.client_id, known_secrets=secrets)
     return created

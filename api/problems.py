@@ -82,6 +82,10 @@ def _domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Response
         headers["WWW-Authenticate"] = (
             f'Bearer realm="carbon-wallet", error="invalid_token", error_description="{exc.code}"'
         )
+    elif exc.code == "insufficient-scope":
+        headers["WWW-Authenticate"] = (
+            f'Bearer realm="carbon-wallet", error="insufficient_scope", scope="{exc.extra.get("required_scope", "")}"'
+        )
     return problem_response(request, status, exc.code, exc.detail, headers=headers or None, **exc.extra)
 
 
@@ -148,6 +152,7 @@ class Problem(msgspec.Struct, kw_only=True):
     errors: list[dict[str, Any]] | None = None
     retry_after_s: int | None = None
     field: str | None = None
+    required_scope: str | None = None
 
 
 def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:

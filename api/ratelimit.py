@@ -21,11 +21,23 @@ return {n, ttl}
 """
 
 
+_CONSUME = """
+local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+if n == tonumber(ARGV[1]) then redis.call('EXPIREAT', KEYS[1], ARGV[3]) end
+if n > tonumber(ARGV[2]) then
+  redis.call('DECRBY', KEYS[1], ARGV[1])
+  return {0, n - tonumber(ARGV[1])}
+end
+return {1, n}
+"""
+
+
 class RateLimiter:
     def __init__(self, redis: Redis, prefix: str = "rl") -> None:
         self._redis = redis
         self._prefix = prefix
         self._hit = redis.register_script(_HIT)
+        self._consume = redis.register_script(_CONSUME)
 
     def key(self, scope: str, subject: str) -> str:
         """Subjects (logins, IPs) are hashed so the keyspace holds no personal data."""
@@ -39,6 +51,23 @@ class RateLimiter:
                 "rate_limited", "rate-limited",
                 f"Too many attempts; try again in {retry_after_s} seconds.", retry_after_s=retry_after_s,
             )
+
+    async def consume_daily(self, scope: str, subject: str, *, quota: int, cost: int, now_s: int) -> int:
+        """Take `cost` units of a daily (UTC) quota, or none: a refused request does not use the quota up.
+        Returns what is left today."""
+        day = now_s // 86400
+        next_day_s = (day + 1) * 86400
+        key = f"{self.key(scope, subject)}:{day}"
+        ok, used = await self._consume(keys=[key], args=[cost, quota, next_day_s + 3600])
+        if not int(ok):
+            retry_after_s = max(1, next_day_s - now_s)
+            raise DomainError(
+                "rate_limited", "daily-quota-exceeded",
+                f"The daily quota of {quota} activities is used up ({int(used)} today, this request has {cost}); "
+                f"it resets at 00:00 UTC, in {retry_after_s} seconds.",
+                retry_after_s=retry_after_s,
+            )
+        return quota - int(used)
 
     async def reset(self, scope: str, subject: str) -> None:
         await self._redis.delete(self.key(scope, subject))

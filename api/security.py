@@ -7,8 +7,10 @@ from typing import Any
 from litestar import Request
 
 from api.settings import Settings
+from wallet.errors import DomainError
+from wallet.holders.identity import normalize_login
 
-__all__ = ["BEARER", "client_ip"]
+__all__ = ["BEARER", "client_ip", "login_subject"]
 
 BEARER: list[dict[str, list[str]]] = [{"BearerToken": []}]
 
@@ -22,3 +24,11 @@ def client_ip(request: Request[Any, Any, Any], settings: Settings) -> str:
         if last:
             return last[:45]
     return request.client.host if request.client else "unknown"
+
+
+def login_subject(login: str) -> str:
+    """The rate-limit subject for a login identity: normalised, so spellings of one account share a budget."""
+    try:
+        return normalize_login(login)[1]
+    except DomainError:
+        return login.strip().lower()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from wallet.holders.passwords import ARGON2_MEMORY_KIB_DEFAULT, ARGON2_TIME_COST_DEFAULT
 
-__all__ = ["RateLimit", "Settings", "SettingsError", "get_settings", "load_settings"]
+__all__ = ["RateLimit", "Settings", "SettingsError", "get_settings", "load_settings", "resolve_data_key"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,6 +57,12 @@ class Settings:
     argon2_memory_kib: int = ARGON2_MEMORY_KIB_DEFAULT
     log_level: str = "INFO"
     access_log: bool = True
+    data_key: bytes = field(default=b"", repr=False)
+    partner_token_ttl_s: int = 3600
+    partner_refresh_token_ttl_s: int = 90 * 86400
+    authorization_code_ttl_s: int = 60
+    public_url: str = ""
+    secret_rotation_overlap_s: int = 7 * 86400
 
     @property
     def production(self) -> bool:
@@ -99,6 +105,21 @@ def _jwt_key(env: dict[str, str], production: bool, data_dir: Path) -> bytes:
     return ensure_local_signing_key(data_dir / "secrets" / "jwt-ed25519.pem")
 
 
+def resolve_data_key(env: dict[str, str], production: bool, data_dir: Path) -> bytes:
+    """CW_DATA_KEY, or in a local run the key generated once into the data folder."""
+    from wallet.sealing import ensure_local_data_key, parse_data_key
+
+    raw = env.get("CW_DATA_KEY", "").strip()
+    if raw:
+        try:
+            return parse_data_key(raw)
+        except ValueError as exc:
+            raise SettingsError(f"CW_DATA_KEY: {exc}") from exc
+    if production:
+        raise SettingsError("CW_DATA_KEY (base64 of 32 random bytes) is required when CW_ENV=production")
+    return ensure_local_data_key(data_dir / "secrets" / "data-key")
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ if environ is None else environ)
     mode = env.get("CW_ENV", "local").strip() or "local"
@@ -111,6 +132,11 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         raise SettingsError("DATABASE_URL is not set: `make run` starts an embedded PostgreSQL and sets it for you")
     if not redis_url:
         raise SettingsError("REDIS_URL is not set: `make run` starts an embedded Valkey and sets it for you")
+    public_url = (env.get("CW_PUBLIC_URL") or "").strip().rstrip("/")
+    if public_url and not public_url.startswith(("https://", "http://")):
+        raise SettingsError(f"CW_PUBLIC_URL must be an absolute http(s) URL (got {public_url!r})")
+    if production and not public_url.startswith("https://"):
+        raise SettingsError("CW_PUBLIC_URL (the https URL residents and partners reach) is required in production")
     data_dir = Path(env.get("CW_DATA_DIR") or ROOT / ".data").resolve()
     limits = {
         name: RateLimit.parse(name, env[name])
@@ -138,6 +164,12 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         ),
         log_level=(env.get("CW_LOG_LEVEL") or "INFO").upper(),
         access_log=_bool(env, "CW_ACCESS_LOG", True),
+        data_key=resolve_data_key(env, production, data_dir),
+        partner_token_ttl_s=_int(env, "CW_PARTNER_TOKEN_TTL_S", 3600, minimum=30),
+        partner_refresh_token_ttl_s=_int(env, "CW_PARTNER_REFRESH_TOKEN_TTL_S", 90 * 86400, minimum=60),
+        authorization_code_ttl_s=_int(env, "CW_AUTHORIZATION_CODE_TTL_S", 60, minimum=5),
+        public_url=public_url,
+        secret_rotation_overlap_s=_int(env, "CW_SECRET_ROTATION_OVERLAP_S", 7 * 86400, minimum=0),
     )
 
 

@@ -104,3 +104,16 @@ def passwords(settings: object) -> object:
     from wallet.holders.passwords import Passwords
 
     return Passwords(settings.argon2_time_cost, settings.argon2_memory_kib)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+async def operator(client: httpx.Client, db: object) -> object:
+    """A resident with the operator role (granted the way the CLI does it)."""
+    import uuid
+
+    from tests.support import register
+    from wallet.holders.roles import grant_role
+
+    resident = register(client)
+    await grant_role(uuid.UUID(resident.holder_id), "operator")
+    return resident

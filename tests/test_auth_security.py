@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -509,8 +510,11 @@ def _protected_operations(client: httpx.Client) -> list[tuple[str, str]]:
     for path, item in spec["paths"].items():
         for method, op in item.items():
             if path.startswith("/v1/me") or op.get("security"):
-                concrete = path.replace("{session_id}", str(uuid.uuid4())).replace("{message_id}", "1")
-                assert "{" not in concrete, path
+                concrete = re.sub(
+                    r"\{(\w+)\}",
+                    lambda m: {"message_id": "1", "purpose": "client"}.get(m.group(1), str(uuid.uuid4())),
+                    path,
+                )
                 out.append((method.upper(), concrete))
     return out
 

@@ -4,13 +4,17 @@ from pathlib import Path
 
 from piccolo.conf.apps import AppConfig
 
-from wallet.holders.tables import Holder
+from wallet.accounts.tables import Consent, SubAccount
+from wallet.holders.tables import Holder, HolderRole
+from wallet.intake.tables import Activity, PushReceipt
 from wallet.outbox.tables import HandledEvent, OutboxEvent
+from wallet.partners.tables import Partner, PartnerSecret
 
 APP_CONFIG = AppConfig(
     app_name="wallet",
     migrations_folder_path=str(Path(__file__).parent / "piccolo_migrations"),
-    table_classes=[Holder, OutboxEvent, HandledEvent],
+    table_classes=[Holder, HolderRole, OutboxEvent, HandledEvent, Partner, PartnerSecret, SubAccount, Consent,
+                   Activity, PushReceipt],
     migration_dependencies=[],
     commands=[],
 )

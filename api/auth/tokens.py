@@ -1,4 +1,8 @@
-"""Access tokens: short-lived EdDSA JWTs. One pinned algorithm, required claims, fixed issuer and audience."""
+"""Access tokens: short-lived EdDSA JWTs. One pinned algorithm, required claims, fixed issuer and audience.
+
+Residents' app tokens and partners' API tokens share the signing key but never an audience, so neither
+is accepted where the other is expected.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,17 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import jwt
 
 from api.auth.keys import key_id, load_private_key
 from wallet.errors import DomainError
 
-__all__ = ["ALGORITHM", "AccessClaims", "AccessTokens"]
+__all__ = ["ALGORITHM", "AccessClaims", "AccessTokens", "PartnerClaims", "PartnerTokens"]
 
 ALGORITHM = "EdDSA"
 TOKEN_TYPE = "at+jwt"  # noqa: S105 - the JWT "typ" header (RFC 9068), not a secret
-_REQUIRED = ["iss", "aud", "sub", "exp", "iat", "jti", "nbf", "sid"]
 LEEWAY_S = 5
 VERIFIED_CACHE_MAX = 10_000
 
@@ -31,7 +34,25 @@ class AccessClaims:
     not_before: int
 
 
-class AccessTokens:
+@dataclass(frozen=True, slots=True)
+class PartnerClaims:
+    """RFC 9068 claims of a partner's token: `sub` is the sub-account, `sid` the grant (refresh family)."""
+
+    sub_account_id: uuid.UUID
+    grant_id: uuid.UUID
+    client_id: str
+    scopes: frozenset[str]
+    jti: str
+    expires_at: int
+    not_before: int
+
+
+C = TypeVar("C", AccessClaims, PartnerClaims)
+
+
+class _SignedTokens(Generic[C]):
+    required = ["iss", "aud", "sub", "exp", "iat", "jti", "nbf", "sid"]
+
     def __init__(self, private_key_pem: bytes, *, issuer: str, audience: str, ttl_s: int) -> None:
         self._private = load_private_key(private_key_pem)
         self._public = self._private.public_key()
@@ -39,28 +60,32 @@ class AccessTokens:
         self.issuer = issuer
         self.audience = audience
         self.ttl_s = ttl_s
-        self._verified: OrderedDict[str, AccessClaims] = OrderedDict()
+        self._verified: OrderedDict[str, C] = OrderedDict()
 
-    def issue(self, holder_id: uuid.UUID, session_id: uuid.UUID, *, now_s: int | None = None) -> tuple[str, int]:
+    def _sign(self, subject: str, session: str, extra: dict[str, Any], now_s: int | None) -> tuple[str, int]:
         issued_at = int(time.time()) if now_s is None else now_s
         claims: dict[str, Any] = {
             "iss": self.issuer,
             "aud": self.audience,
-            "sub": str(holder_id),
-            "sid": str(session_id),
+            "sub": subject,
+            "sid": session,
             "iat": issued_at,
             "nbf": issued_at,
             "exp": issued_at + self.ttl_s,
             "jti": uuid.uuid4().hex,
+            **extra,
         }
         token = jwt.encode(claims, self._private, algorithm=ALGORITHM, headers={"kid": self.kid, "typ": TOKEN_TYPE})
         return token, claims["exp"]
 
-    def verify(self, token: str, *, now_s: int | None = None) -> AccessClaims:
+    def _parse(self, claims: dict[str, Any]) -> C:
+        raise NotImplementedError
+
+    def verify(self, token: str, *, now_s: int | None = None) -> C:
         """Signature and claims are checked once per token string and remembered (bounded LRU): a client
         sends the same token for its whole lifetime, and the Ed25519 check plus PyJWT's parsing was the
         largest CPU cost of an authenticated request. Time is checked on every call, so a remembered token
-        still expires; revocation is checked by the caller against the session."""
+        still expires; revocation is checked by the caller against the session or grant."""
         claims = self._verified.get(token)
         if claims is None:
             claims = self._verify_uncached(token)
@@ -77,18 +102,44 @@ class AccessTokens:
             raise DomainError("unauthorized", "token-invalid", "The access token is not valid yet.")
         return claims
 
-    def _verify_uncached(self, token: str) -> AccessClaims:
+    def _verify_uncached(self, token: str) -> C:
         try:
             header = jwt.get_unverified_header(token)
             if header.get("alg") != ALGORITHM or header.get("typ") != TOKEN_TYPE:
                 raise jwt.InvalidTokenError("unexpected token header")
             claims = jwt.decode(
                 token, self._public, algorithms=[ALGORITHM], audience=self.audience, issuer=self.issuer,
-                options={"require": _REQUIRED, "verify_exp": False, "verify_nbf": False, "verify_iat": False},
+                options={"require": self.required, "verify_exp": False, "verify_nbf": False, "verify_iat": False},
             )
-            return AccessClaims(
-                uuid.UUID(claims["sub"]), uuid.UUID(claims["sid"]), str(claims["jti"]),
-                int(claims["exp"]), int(claims["nbf"]),
-            )
-        except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
+            return self._parse(claims)
+        except (jwt.InvalidTokenError, ValueError, TypeError, KeyError) as exc:
             raise DomainError("unauthorized", "token-invalid", "The access token is not valid; log in again.") from exc
+
+
+class AccessTokens(_SignedTokens[AccessClaims]):
+    def issue(self, holder_id: uuid.UUID, session_id: uuid.UUID, *, now_s: int | None = None) -> tuple[str, int]:
+        return self._sign(str(holder_id), str(session_id), {}, now_s)
+
+    def _parse(self, claims: dict[str, Any]) -> AccessClaims:
+        return AccessClaims(
+            uuid.UUID(claims["sub"]), uuid.UUID(claims["sid"]), str(claims["jti"]),
+            int(claims["exp"]), int(claims["nbf"]),
+        )
+
+
+class PartnerTokens(_SignedTokens[PartnerClaims]):
+    required = [*_SignedTokens.required, "client_id", "scope"]
+
+    def issue(
+        self, sub_account_id: uuid.UUID, grant_id: uuid.UUID, client_id: str, scopes: list[str], *,
+        now_s: int | None = None,
+    ) -> tuple[str, int]:
+        return self._sign(
+            str(sub_account_id), str(grant_id), {"client_id": client_id, "scope": " ".join(scopes)}, now_s
+        )
+
+    def _parse(self, claims: dict[str, Any]) -> PartnerClaims:
+        return PartnerClaims(
+            uuid.UUID(claims["sub"]), uuid.UUID(claims["sid"]), str(claims["client_id"]),
+            frozenset(str(claims["scope"]).split()), str(claims["jti"]), int(claims["exp"]), int(claims["nbf"]),
+        )

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from api.local.servers import LocalServers
+from wallet.sealing import SecretBox
 
 __all__ = ["die_with_parent", "run"]
 
@@ -42,6 +43,15 @@ def _free_port(host: str, preferred: int) -> int:
             return probe.getsockname()[1]
 
 
+def _secret_box() -> SecretBox:
+    """The box that seals demo partners' webhook secrets, with the key the API will use."""
+    from api.settings import resolve_data_key
+
+    env = dict(os.environ)
+    data_dir = Path(env.get("CW_DATA_DIR") or Path(__file__).resolve().parents[2] / ".data").resolve()
+    return SecretBox(resolve_data_key(env, env.get("CW_ENV") == "production", data_dir))
+
+
 async def _prepare(database_url: str, seed: bool) -> int:
     from api.demo import seed_demo
     from api.migrate import migrate
@@ -51,9 +61,10 @@ async def _prepare(database_url: str, seed: bool) -> int:
     await migrate(database_url)
     if not seed:
         return 0
+    box = _secret_box()
     await start_pool(database_url, size_min=1, size_max=4)
     try:
-        return await seed_demo(Passwords(ARGON2_TIME_COST_DEFAULT, ARGON2_MEMORY_KIB_DEFAULT))
+        return await seed_demo(Passwords(ARGON2_TIME_COST_DEFAULT, ARGON2_MEMORY_KIB_DEFAULT), box)
     finally:
         await close_pool()
 
@@ -115,7 +126,14 @@ def run(*, host: str, port: int, web_workers: int, seed: bool) -> int:
             f"  health       {base}/health\n"
             f"  ready        {base}/ready\n"
             f"  metrics      {base}/metrics\n"
-            + ("  demo login   lin@demo.carbon-wallet.dev / green-demo-2026\n" if seed else "")
+            + (
+                "  demo login   lin@demo.carbon-wallet.dev / green-demo-2026 (operator: ops@demo.carbon-wallet.dev)\n"
+                f"  link a demo partner  {base}/oauth/authorize?response_type=code&client_id=demo-food-delivery"
+                "&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256"
+                "&state=demo (README: For partners)\n"
+                if seed
+                else ""
+            )
             + f"  data folder  {data_dir}\n"
             + "Press Ctrl-C to stop everything.\n",
             flush=True,

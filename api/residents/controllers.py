@@ -35,11 +35,10 @@ from api.residents.schemas import (
     SessionOut,
     TokenPair,
 )
-from api.security import BEARER, client_ip
+from api.security import BEARER, client_ip, login_subject
 from notifications.inbox.service import list_messages, mark_read
 from wallet.db import engine
 from wallet.errors import DomainError
-from wallet.holders.identity import normalize_login
 from wallet.holders.service import (
     authenticate,
     change_password,
@@ -67,14 +66,6 @@ def _token_pair(state: State, rotation: Rotation) -> TokenPair:
     )
 
 
-def _account_key(login: str) -> str:
-    """The rate-limit subject for a login identity: normalised, so spellings of one account share a budget."""
-    try:
-        return normalize_login(login)[1]
-    except DomainError:
-        return login.strip().lower()
-
-
 def _profile(row: dict[str, Any]) -> ProfileOut:
     return msgspec.convert(row, ProfileOut, from_attributes=False, strict=False)
 
@@ -92,7 +83,7 @@ class AuthController(Controller):
         settings = state.settings
         await state.rate_limiter.hit("register-ip", client_ip(request, settings), settings.register_limit_per_ip)
         await state.rate_limiter.hit(
-            "register-account", _account_key(data.email or data.phone or ""), settings.login_limit_per_account
+            "register-account", login_subject(data.email or data.phone or ""), settings.login_limit_per_account
         )
         registration = await prepare_registration(
             state.passwords, password=data.password, email=data.email, phone=data.phone,
@@ -113,7 +104,7 @@ class AuthController(Controller):
         token. Limited per account and per client IP; a wrong login or password gets one answer."""
         settings = state.settings
         ip = client_ip(request, settings)
-        account = _account_key(data.login)
+        account = login_subject(data.login)
         await state.rate_limiter.hit("login-ip", ip, settings.login_limit_per_ip)
         await state.rate_limiter.hit("login-account", account, settings.login_limit_per_account)
         holder_id = await authenticate(state.passwords, data.login, data.password)

@@ -15,6 +15,7 @@ from zoneinfo import available_timezones
 
 import asyncpg
 
+from wallet.accounts.service import ensure_self_sub_account
 from wallet.db import connection, engine
 from wallet.errors import DomainError
 from wallet.holders.identity import normalize_email, normalize_login, normalize_phone
@@ -167,6 +168,7 @@ async def insert_holder(registration: Registration) -> dict[str, Any]:
                 r.time_zone,
                 r.language,
             )
+            await ensure_self_sub_account(r.holder_id)
             await record_event("holder.registered", {"language": r.language}, holder_id=r.holder_id)
     except asyncpg.UniqueViolationError as exc:
         what = "e-mail address" if r.email else "phone number"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from piccolo.columns import UUID, Boolean, Timestamptz, Varchar
+from piccolo.columns import UUID, BigSerial, Boolean, ForeignKey, Timestamptz, Varchar
+from piccolo.columns.base import OnDelete
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.table import Table
 
@@ -26,3 +27,14 @@ class Holder(Table, tablename="holder"):
     updated_at = Timestamptz(default=TimestamptzNow())
     password_changed_at = Timestamptz(default=TimestamptzNow())
     deleted_at = Timestamptz(null=True, default=None)
+
+
+class HolderRole(Table, tablename="holder_role"):
+    """Staff roles on top of being a resident: `operator` (platform staff: partners, methodology, review).
+    `scope` narrows a role (e.g. a city for programme staff); empty means everywhere."""
+
+    id = BigSerial(primary_key=True)
+    holder = ForeignKey(references=Holder, on_delete=OnDelete.cascade, index=True)
+    role = Varchar(length=32)
+    scope = Varchar(length=64, default="")
+    granted_at = Timestamptz(default=TimestamptzNow())

@@ -1,0 +1,86 @@
+"""The whole linking flow with an independent OAuth client library (authlib), discovering the server
+from its RFC 8414 metadata: authorize with PKCE S256, log in, consent, exchange, call the partner API,
+refresh, revoke."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from authlib.integrations.httpx_client import OAuth2Client
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
+
+from tests.partner_support import REDIRECT_URI, Browser, create_partner, new_verifier, query_of
+from tests.support import Resident, assert_problem, register
+
+
+@pytest.fixture(scope="module")
+def metadata(client: httpx.Client) -> dict[str, object]:
+    r = client.get("/.well-known/oauth-authorization-server")
+    assert r.status_code == 200
+    return r.json()
+
+
+def test_metadata_describes_the_server(metadata: dict[str, object], base_url: str) -> None:
+    assert metadata["issuer"] == base_url
+    assert metadata["authorization_endpoint"] == f"{base_url}/oauth/authorize"
+    assert metadata["token_endpoint"] == f"{base_url}/oauth/token"
+    assert metadata["revocation_endpoint"] == f"{base_url}/oauth/revoke"
+    assert metadata["code_challenge_methods_supported"] == ["S256"]
+    assert {"activities:write", "book:read", "profile:read"} <= set(metadata["scopes_supported"])  # type: ignore[arg-type]
+    assert metadata["response_types_supported"] == ["code"]
+    assert "none" in metadata["token_endpoint_auth_methods_supported"]  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("client_type", ["confidential", "public"])
+def test_authlib_client_completes_the_flow(
+    client: httpx.Client, base_url: str, operator: Resident, metadata: dict[str, str], client_type: str
+) -> None:
+    partner = create_partner(operator, client_type=client_type)
+    resident = register(client, nickname="绿色骑手")
+    oauth = OAuth2Client(
+        client_id=partner.client_id, client_secret=partner.client_secret,
+        token_endpoint_auth_method="client_secret_basic" if partner.client_secret else "none",
+        redirect_uri=REDIRECT_URI, scope="activities:write book:read profile:read", code_challenge_method="S256",
+        base_url=base_url,
+    )
+    verifier = new_verifier()
+    url, state = oauth.create_authorization_url(metadata["authorization_endpoint"], code_verifier=verifier)
+    assert query_of(url)["code_challenge"] == create_s256_code_challenge(verifier)
+
+    browser = Browser(base_url, resident)
+    consent = browser.consent_page(url)
+    assert consent.status_code == 200
+    assert "测试平台" in consent.text and "代你上报绿色行为" in consent.text
+    callback = browser.decide(consent).headers["location"]
+    browser.close()
+    assert callback.startswith(REDIRECT_URI)
+    assert query_of(callback)["state"] == state
+
+    token = oauth.fetch_token(metadata["token_endpoint"], authorization_response=callback, code_verifier=verifier)
+    assert token["token_type"] == "Bearer"
+    assert set(token["scope"].split()) == {"activities:write", "book:read", "profile:read"}
+
+    profile = oauth.get("/v1/partner/profile")
+    assert profile.status_code == 200, profile.text
+    assert profile.json() == {"sub_account_id": token["sub_account_id"], "nickname": "绿色骑手"}
+
+    first_refresh = token["refresh_token"]
+    renewed = oauth.refresh_token(metadata["token_endpoint"])
+    assert renewed["refresh_token"] != first_refresh
+    assert oauth.get("/v1/partner/book").status_code == 200
+
+    # The resident sees the link and the consent behind it.
+    accounts = resident.get("/v1/me/accounts").json()
+    linked = [s for s in accounts["sub_accounts"] if s["kind"] == "partner"]
+    assert [s["id"] for s in linked] == [token["sub_account_id"]]
+    assert linked[0]["partner"]["id"] == partner.id
+    assert resident.get("/v1/me/consents").json()[0]["sub_account_id"] == token["sub_account_id"]
+
+    revoked = oauth.revoke_token(metadata["revocation_endpoint"], token=renewed["refresh_token"],
+                                 token_type_hint="refresh_token")
+    assert revoked.status_code == 200
+    assert_problem(oauth.get("/v1/partner/profile"), 401, "token-revoked")
+    assert oauth.post(metadata["token_endpoint"], data={
+        "grant_type": "refresh_token", "refresh_token": renewed["refresh_token"], "client_id": partner.client_id,
+    }, auth=partner.basic if partner.client_secret else None).json()["error"] == "invalid_grant"
+    oauth.close()

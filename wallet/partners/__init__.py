@@ -1,0 +1,1 @@
+"""Partner platforms: the registered OAuth clients that report residents' green actions."""
