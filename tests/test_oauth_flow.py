@@ -84,3 +84,35 @@ def test_authlib_client_completes_the_flow(
         "grant_type": "refresh_token", "refresh_token": renewed["refresh_token"], "client_id": partner.client_id,
     }, auth=partner.basic if partner.client_secret else None).json()["error"] == "invalid_grant"
     oauth.close()
+
+
+async def test_linking_and_unlinking_reach_the_inbox_and_the_export(
+    client: httpx.Client, base_url: str, operator: Resident, db: object
+) -> None:
+    from tests.partner_support import activity, bearer, link
+    from tests.support import deliver_pending_events
+
+    partner = create_partner(operator, name="绿碗外卖测试", name_en="GreenBowl Test")
+    resident = register(client)
+    token = link(client, base_url, resident, partner)
+    reported = client.post("/v1/partner/activities", headers=bearer(token["access_token"]),
+                           json={"activities": [activity("order-1", details={"order_total_fen": 3200})]})
+    assert reported.json()["accepted"] == 1
+    assert resident.delete(f"/v1/me/accounts/{token['sub_account_id']}").status_code == 204
+    await deliver_pending_events()
+
+    titles = [m["title"] for m in resident.get("/v1/me/inbox").json()["items"]]
+    assert titles[:2] == ["已解除与绿碗外卖测试的连接", "已连接绿碗外卖测试"]
+    assert resident.patch("/v1/me", json={"language": "en"}).status_code == 200
+    titles = [m["title"] for m in resident.get("/v1/me/inbox").json()["items"]]
+    assert titles[:2] == ["GreenBowl Test is unlinked", "GreenBowl Test is linked"]
+
+    export = resident.get("/v1/me/export").json()
+    partner_accounts = [s for s in export["sub_accounts"] if s["kind"] == "partner"]
+    assert [(s["id"], s["status"], s["activities"]) for s in partner_accounts] == [
+        (token["sub_account_id"], "unlinked", 1)
+    ]
+    assert export["consents"][0]["revoked_reason"] == "resident-unlinked"
+    assert export["activities"][0]["event_id"] == "order-1"
+    assert export["activities"][0]["source_status"] == "unlinked"
+    assert export["activities"][0]["details"] == {"order_total_fen": 3200}

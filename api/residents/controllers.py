@@ -37,6 +37,7 @@ from api.residents.schemas import (
 )
 from api.security import BEARER, client_ip, login_subject
 from notifications.inbox.service import list_messages, mark_read
+from wallet.accounts.service import list_consents, list_sub_accounts
 from wallet.db import engine
 from wallet.errors import DomainError
 from wallet.holders.service import (
@@ -48,6 +49,7 @@ from wallet.holders.service import (
     prepare_registration,
     update_profile,
 )
+from wallet.intake.service import holder_activities
 
 __all__ = ["AuthController", "MeController"]
 
@@ -231,6 +233,9 @@ class MeController(Controller):
             "profile": msgspec.to_builtins(_profile(holder)),
             "sessions": msgspec.to_builtins(sessions),
             "inbox": msgspec.to_builtins(inbox),
+            "sub_accounts": msgspec.to_builtins(await list_sub_accounts(holder_id)),
+            "consents": msgspec.to_builtins(await list_consents(holder_id)),
+            "activities": msgspec.to_builtins(await holder_activities(holder_id)),
         }
         return Response(
             document, headers={"Content-Disposition": f'attachment; filename="carbon-wallet-{holder_id}.json"'}

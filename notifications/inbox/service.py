@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import msgspec
+
 from notifications.inbox.templates import render
 from wallet.db import connection
 
@@ -25,7 +27,11 @@ async def list_messages(
         )
     out = []
     for row in rows:
-        params = row["params"] if isinstance(row["params"], dict) else {}
+        params = row["params"]
+        if isinstance(params, str | bytes):
+            params = msgspec.json.decode(params)
+        if not isinstance(params, dict):
+            params = {}
         title, body = render(row["kind"], language, params)
         out.append({"id": row["id"], "kind": row["kind"], "title": title, "body": body,
                     "created_at": row["created_at"], "read_at": row["read_at"]})

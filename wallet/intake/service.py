@@ -27,6 +27,7 @@ __all__ = [
     "Report",
     "Source",
     "activity_counts",
+    "holder_activities",
     "receive_activities",
 ]
 
@@ -190,3 +191,23 @@ async def activity_counts(sub_account_id: uuid.UUID) -> dict[str, Any]:
             sub_account_id,
         )
     return dict(row)
+
+
+async def holder_activities(holder_id: uuid.UUID) -> list[dict[str, Any]]:
+    """Every activity reported for a holder, oldest first, with its source: the data-export view."""
+    async with connection() as conn:
+        rows = await conn.fetch(
+            """SELECT a.id, a.sub_account AS sub_account_id, p.name AS partner_name, s.status AS source_status,
+                      a.external_id AS event_id, a.behaviour, a.quantity, a.occurred_at, a.ended_at, a.details,
+                      a.received_via, a.received_at, a.status
+               FROM activity a JOIN sub_account s ON s.id = a.sub_account LEFT JOIN partner p ON p.id = a.partner
+               WHERE a.holder = $1 ORDER BY a.occurred_at, a.id""",
+            holder_id,
+        )
+    out = []
+    for row in rows:
+        item = dict(row)
+        if isinstance(item["details"], str):
+            item["details"] = msgspec.json.decode(item["details"])
+        out.append(item)
+    return out
