@@ -37,6 +37,9 @@ DEMO_HOLDERS = (
 )
 DEMO_OPERATOR = "ops@demo.carbon-wallet.dev"
 DEMO_REDIRECT_URI = "http://localhost:8765/callback"
+# A published PKCE pair for trying the flow by hand (README: For partners); real clients make a fresh one.
+DEMO_CODE_VERIFIER = "carbon-wallet-demo-verifier-0123456789-abcdefghij"
+DEMO_CODE_CHALLENGE = "qy0wYmDSS6rQuO3UCsnd73fCneLND2MpXs1zsuGVP6w"
 
 
 @dataclass(frozen=True)

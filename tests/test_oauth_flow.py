@@ -116,3 +116,28 @@ async def test_linking_and_unlinking_reach_the_inbox_and_the_export(
     assert export["activities"][0]["event_id"] == "order-1"
     assert export["activities"][0]["source_status"] == "unlinked"
     assert export["activities"][0]["details"] == {"order_total_fen": 3200}
+
+
+def test_redirect_uri_may_be_left_out_when_only_one_is_registered(
+    client: httpx.Client, base_url: str, operator: Resident
+) -> None:
+    """RFC 6749 §4.1.3: the token request repeats redirect_uri only if the authorization request had it."""
+    from tests.partner_support import authorize_params
+
+    partner = create_partner(operator)
+    resident = register(client)
+    for at_token in (None, REDIRECT_URI, "https://partner.example/other"):
+        verifier = new_verifier()
+        params = authorize_params(partner, verifier, redirect_uri=None)
+        browser = Browser(base_url, resident)
+        callback = browser.approve("/oauth/authorize?" + str(httpx.QueryParams(params)))
+        browser.close()
+        assert callback.startswith(REDIRECT_URI + "?")
+        data = {"grant_type": "authorization_code", "code": query_of(callback)["code"], "code_verifier": verifier}
+        if at_token is not None:
+            data["redirect_uri"] = at_token
+        r = client.post("/oauth/token", data=data, auth=partner.basic)
+        if at_token == "https://partner.example/other":
+            assert r.json()["error"] == "invalid_grant"
+        else:
+            assert r.status_code == 200, r.text

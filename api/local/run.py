@@ -70,6 +70,8 @@ async def _prepare(database_url: str, seed: bool) -> int:
 
 
 def run(*, host: str, port: int, web_workers: int, seed: bool) -> int:
+    from api.demo import DEMO_CODE_CHALLENGE
+
     root = Path(__file__).resolve().parents[2]
     data_dir = Path(os.environ.get("CW_DATA_DIR") or root / ".data").resolve()
     servers = LocalServers(data_dir)
@@ -129,7 +131,7 @@ def run(*, host: str, port: int, web_workers: int, seed: bool) -> int:
             + (
                 "  demo login   lin@demo.carbon-wallet.dev / green-demo-2026 (operator: ops@demo.carbon-wallet.dev)\n"
                 f"  link a demo partner  {base}/oauth/authorize?response_type=code&client_id=demo-food-delivery"
-                "&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256"
+                f"&code_challenge={DEMO_CODE_CHALLENGE}&code_challenge_method=S256"
                 "&state=demo (README: For partners)\n"
                 if seed
                 else ""

@@ -175,7 +175,7 @@ class OAuthController(Controller):
         kind = t[f"kind_{ask.partner['kind']}"]
         consent_token = request.app.state.consent_tokens.issue(ConsentRequest(
             holder_id, session_id, ask.partner["id"], ask.redirect_uri, ask.scopes, ask.state, ask.code_challenge,
-            language,
+            language, ask.redirect_uri_given,
         ))
         csrf, cookie = csrf_cookie(request)
         return _page(
@@ -207,11 +207,16 @@ class OAuthController(Controller):
                              error_description="This partner platform is suspended.", state=ask.state,
                              iss=issuer(request))
         scopes = [s for s in ask.scopes if s in partner["allowed_scopes"]]
+        if not scopes:
+            return _redirect(ask.redirect_uri, error="invalid_scope", state=ask.state, iss=issuer(request),
+                             error_description="None of the requested scopes is allowed for this client any more.")
         async with engine().transaction():
             link = await link_partner(ask.holder_id, partner["id"], scopes)
             code = await issue_code(
                 partner_id=partner["id"], holder_id=ask.holder_id, sub_account_id=link.sub_account_id,
-                redirect_uri=ask.redirect_uri, scopes=scopes, code_challenge=ask.code_challenge,
+                # RFC 6749 §4.1.3: the token request repeats redirect_uri only if the authorization request had it.
+                redirect_uri=ask.redirect_uri if ask.redirect_uri_given else "", scopes=scopes,
+                code_challenge=ask.code_challenge,
                 ttl_s=state.settings.authorization_code_ttl_s,
             )
         return _redirect(ask.redirect_uri, code=code, state=ask.state, iss=issuer(request))

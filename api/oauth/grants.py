@@ -151,8 +151,13 @@ async def _code_failure(
 ) -> OAuthError | None:
     if row["partner"] != partner_id or row["expires_at"] <= datetime.now(UTC):
         return OAuthError("invalid_grant", "The authorization code is invalid, expired or already used.")
-    if redirect_uri != row["redirect_uri"]:
+    bound = row["redirect_uri"]  # "" when the authorization request relied on the one registered URI
+    if bound and redirect_uri != bound:
         return OAuthError("invalid_grant", "redirect_uri does not match the one the code was issued for.")
+    if not bound and redirect_uri is not None:
+        registered = await conn.fetchval("SELECT redirect_uris FROM partner WHERE id = $1", partner_id)
+        if redirect_uri not in registered:
+            return OAuthError("invalid_grant", "redirect_uri does not match the one the code was issued for.")
     if not hmac.compare_digest(pkce_challenge(verifier), row["code_challenge"]):
         return OAuthError("invalid_grant", "code_verifier does not match the code_challenge (PKCE S256).")
     if not await conn.fetchval(_LINK_LIVE, row["sub_account"]):

@@ -42,6 +42,7 @@ class AuthorizeRequest:
     scopes: list[str]
     state: str | None
     code_challenge: str
+    redirect_uri_given: bool
 
 
 def with_params(uri: str, params: Mapping[str, str | None]) -> str:
@@ -66,6 +67,7 @@ async def parse_authorize(params: Mapping[str, Sequence[str]]) -> AuthorizeReque
     if partner is None:
         raise PageError("err_client")
     registered = partner["redirect_uris"]
+    given = redirect_uri is not None
     if redirect_uri is None:
         if len(registered) != 1:
             raise PageError("err_request", "redirect_uri is required for this client.")
@@ -107,5 +109,5 @@ async def parse_authorize(params: Mapping[str, Sequence[str]]) -> AuthorizeReque
     if not asked:
         raise fail("invalid_scope", "Ask for at least one scope.")
     scopes = [s for s in SCOPES if s in set(asked)]
-    return AuthorizeRequest(partner, redirect_uri, scopes, state, challenge)
+    return AuthorizeRequest(partner, redirect_uri, scopes, state, challenge, given)
 

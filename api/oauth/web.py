@@ -127,6 +127,7 @@ class ConsentRequest:
     state: str | None
     code_challenge: str
     language: str
+    redirect_uri_given: bool = True
 
 
 class ConsentTokens:
@@ -141,6 +142,7 @@ class ConsentTokens:
             "iss": self._issuer, "aud": CONSENT_AUDIENCE, "iat": now, "exp": now + CONSENT_TTL_S,
             "sub": str(r.holder_id), "sid": str(r.session_id), "cid": str(r.partner_id), "ru": r.redirect_uri,
             "sc": r.scopes, "st": r.state, "cc": r.code_challenge, "lang": r.language,
+            "rg": r.redirect_uri_given,
         }
         return jwt.encode(claims, self._private, algorithm=ALGORITHM)
 
@@ -152,7 +154,7 @@ class ConsentTokens:
             )
             return ConsentRequest(
                 uuid.UUID(c["sub"]), uuid.UUID(c["sid"]), uuid.UUID(c["cid"]), str(c["ru"]), list(c["sc"]),
-                c.get("st"), str(c["cc"]), str(c.get("lang", "zh-CN")),
+                c.get("st"), str(c["cc"]), str(c.get("lang", "zh-CN")), bool(c.get("rg", True)),
             )
         except (jwt.InvalidTokenError, ValueError, TypeError, KeyError):
             return None
