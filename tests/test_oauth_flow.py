@@ -141,3 +141,27 @@ def test_redirect_uri_may_be_left_out_when_only_one_is_registered(
             assert r.json()["error"] == "invalid_grant"
         else:
             assert r.status_code == 200, r.text
+
+
+async def test_the_database_keeps_reported_activities_and_consents(
+    client: httpx.Client, base_url: str, operator: Resident, db: object
+) -> None:
+    import asyncpg
+
+    from tests.partner_support import activity, bearer, link
+    from wallet.db import connection
+
+    partner = create_partner(operator)
+    token = link(client, base_url, register(client), partner)
+    receipt = client.post("/v1/partner/activities", headers=bearer(token["access_token"]),
+                          json={"activities": [activity()]}).json()["receipts"][0]
+    async with connection() as conn:
+        for statement in (
+            "DELETE FROM activity WHERE id = $1",
+            "UPDATE activity SET quantity = quantity + 1 WHERE id = $1",
+        ):
+            with pytest.raises(asyncpg.RestrictViolationError):
+                await conn.execute(statement, receipt["activity_id"])
+        with pytest.raises(asyncpg.RestrictViolationError):
+            await conn.execute("DELETE FROM consent WHERE sub_account = $1", token["sub_account_id"])
+        await conn.execute("UPDATE activity SET status = 'received' WHERE id = $1", receipt["activity_id"])
