@@ -23,6 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from api.accounts.controllers import AccountsController
 from api.auth.middleware import BearerAuthMiddleware
 from api.auth.tokens import AccessTokens, PartnerTokens
+from api.methodology.controllers import MethodologyController
 from api.oauth.controllers import MetadataController, OAuthController
 from api.oauth.web import WEB_SESSION_TTL_S, ConsentTokens
 from api.observability import configure_logging, install_request_context
@@ -72,7 +73,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await redis.aclose()
             await close_pool()
 
-    v1 = Router(path="/", route_handlers=[AuthController, MeController, AccountsController])
+    v1 = Router(path="/", route_handlers=[AuthController, MeController, AccountsController, MethodologyController])
     partners = Router(
         path="/", route_handlers=[PartnerApiController, PushController, PartnerAdminController]
     )
@@ -92,7 +93,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         plugins=[StrictStructSchemaPlugin()],
         openapi_config=OpenAPIConfig(
             title="Carbon Wallet API",
-            version="0.1.0",
+            version="0.2.0",
             description=DESCRIPTION,
             path="/schema",
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             tags=[
                 Tag(name="auth", description="Register, log in, rotate and revoke tokens."),
                 Tag(name="me", description="The signed-in holder: profile, devices, inbox, export, deletion."),
+                Tag(name="methodology", description="The published behaviour catalogue."),
                 Tag(name="partner API", description="Partners acting for residents who linked them (OAuth 2)."),
                 Tag(name="oauth", description="The OAuth 2 authorization server partners link through."),
                 Tag(name="admin", description="Operators: partner registry."),

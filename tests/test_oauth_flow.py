@@ -165,3 +165,17 @@ async def test_the_database_keeps_reported_activities_and_consents(
         with pytest.raises(asyncpg.RestrictViolationError):
             await conn.execute("DELETE FROM consent WHERE sub_account = $1", token["sub_account_id"])
         await conn.execute("UPDATE activity SET status = 'received' WHERE id = $1", receipt["activity_id"])
+
+
+def test_the_behaviour_catalogue_is_public(client: httpx.Client) -> None:
+    everything = client.get("/v1/methodology/behaviours")
+    assert everything.status_code == 200
+    assert "public" in everything.headers["cache-control"]
+    body = everything.json()
+    assert len(body["categories"]) == 7 and len(body["items"]) >= 40
+    food = client.get("/v1/methodology/behaviours", params={"category": "food"}).json()["items"]
+    assert food and {b["category"] for b in food} == {"food"}
+    one = client.get("/v1/methodology/behaviours/no_disposable_cutlery").json()
+    assert one["unit"] == "order" and one["name_zh"]
+    assert_problem(client.get("/v1/methodology/behaviours/teleportation"), 404, "behaviour-not-found")
+    assert_problem(client.get("/v1/methodology/behaviours", params={"category": "space"}), 400)

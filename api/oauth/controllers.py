@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 from http import HTTPStatus
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote, unquote
 
 import msgspec
@@ -30,6 +30,7 @@ from api.oauth.grants import (
 )
 from api.oauth.requests import PageError, RedirectError, parse_authorize, with_params
 from api.oauth.web import (
+    CONSENT_TTL_S,
     ConsentRequest,
     csrf_cookie,
     csrf_ok,
@@ -119,8 +120,7 @@ class MetadataController(Controller):
     tags = ["oauth"]
     opt = {"exclude_from_auth": True}
 
-    @get("/oauth-authorization-server", operation_id="oauthMetadata", summary="OAuth server metadata (RFC 8414)",
-         cache_control=None)
+    @get("/oauth-authorization-server", operation_id="oauthMetadata", summary="OAuth server metadata (RFC 8414)")
     async def metadata(self, request: Req) -> Response[dict[str, Any]]:
         """Discovery for OAuth client libraries: endpoints, scopes and the one PKCE method (S256)."""
         base = issuer(request)
@@ -198,6 +198,8 @@ class OAuthController(Controller):
         signed_in = await signed_in_holder(request)
         if signed_in != (ask.holder_id, ask.session_id):
             return _error_page(language, PageError("err_session"))
+        if not await state.redis.set(f"oauth:consent-used:{ask.token_id}", 1, nx=True, ex=CONSENT_TTL_S + 60):
+            return _error_page(language, PageError("err_expired"))
         partner = await get_partner(ask.partner_id)
         if form.get("decision") != "approve":
             return _redirect(ask.redirect_uri, error="access_denied", error_description="The resident denied access.",
@@ -222,7 +224,7 @@ class OAuthController(Controller):
         return _redirect(ask.redirect_uri, code=code, state=ask.state, iss=issuer(request))
 
     @get("/login", operation_id="oauthLoginPage", include_in_schema=False)
-    async def login_page(self, request: Req, next_url: str = Parameter(query="next", default="")) -> Template:
+    async def login_page(self, request: Req, next_url: Annotated[str, Parameter(query="next")] = "") -> Template:
         language = pick_language(request, None)
         csrf, cookie = csrf_cookie(request)
         return _page("login.html.j2", language, cookies=[cookie], action="/oauth/login", csrf=csrf,
@@ -278,10 +280,11 @@ class OAuthController(Controller):
     @post("/token", operation_id="oauthToken", status_code=HTTP_200_OK, summary="Token endpoint (RFC 6749)",
           responses=_oauth_errors(400, 401, 429))
     async def token(self, request: Req, state: State) -> Response[TokenResponse]:
-        """`application/x-www-form-urlencoded`. `grant_type=authorization_code` with `code`, `redirect_uri`
-        and `code_verifier`, or `grant_type=refresh_token` with `refresh_token` (and optionally a narrower
-        `scope`). Confidential clients authenticate with HTTP Basic or `client_id` + `client_secret` in the
-        body; public clients send `client_id` only. Errors follow RFC 6749 §5.2."""
+        """`application/x-www-form-urlencoded`. `grant_type=authorization_code` with `code`, `code_verifier`
+        and `redirect_uri` (when the authorization request had one), or `grant_type=refresh_token` with
+        `refresh_token` (and optionally a narrower `scope`). Confidential clients authenticate with HTTP
+        Basic or `client_id` + `client_secret` in the body; public clients send `client_id` only. Errors
+        follow RFC 6749 §5.2."""
         form = await request.form()
         settings = state.settings
         try:
@@ -323,13 +326,13 @@ class OAuthController(Controller):
 
     @post("/revoke", operation_id="oauthRevoke", status_code=HTTP_200_OK, summary="Revoke a token (RFC 7009)",
           responses=_oauth_errors(400, 401))
-    async def revoke(self, request: Req, state: State) -> Response[None]:
+    async def revoke(self, request: Req, state: State) -> Response[bytes]:
         """`application/x-www-form-urlencoded` `token` (refresh or access token) with client authentication.
         The whole grant ends: its refresh and access tokens stop working at once. Answers 200 for any token,
         valid or not, as RFC 7009 asks, so it reveals nothing."""
         form = await request.form()
         try:
-            partner = await _client(request, form)
+            partner = await _client(request, form, allow_suspended=True)
         except OAuthError as exc:
             return oauth_error(request, exc)
         token = str(form.get("token", ""))
@@ -342,7 +345,7 @@ class OAuthController(Controller):
                 claims = None
             if claims is not None and claims.client_id == partner["client_id"]:
                 await revoke_grant(partner["id"], claims.grant_id, reason="revoked-by-partner")
-        return Response(None, headers=TOKEN_HEADERS)
+        return Response(b"", headers=TOKEN_HEADERS, media_type="text/plain")
 
 
 def oauth_error(request: Req, exc: OAuthError, headers: dict[str, str] | None = None) -> Response[Any]:
@@ -358,8 +361,9 @@ def oauth_error(request: Req, exc: OAuthError, headers: dict[str, str] | None = 
     return Response(body, status_code=exc.status, media_type="application/json", headers=all_headers)
 
 
-async def _client(request: Req, form: Any) -> dict[str, Any]:
-    """Client authentication (RFC 6749 §2.3): HTTP Basic, or the body, or a public client's bare client_id."""
+async def _client(request: Req, form: Any, *, allow_suspended: bool = False) -> dict[str, Any]:
+    """Client authentication (RFC 6749 §2.3): HTTP Basic, or the body, or a public client's bare client_id.
+    A suspended partner may still revoke its tokens (cleaning up is never refused), nothing else."""
     header = request.headers.get("authorization", "")
     body_id, body_secret = form.get("client_id"), form.get("client_secret")
     if header.lower().startswith("basic "):
@@ -380,7 +384,7 @@ async def _client(request: Req, form: Any) -> dict[str, Any]:
     partner = await authenticate_client(client_id, secret)
     if partner is None:
         raise OAuthError("invalid_client", "Unknown client or wrong client secret.", status=401)
-    if partner["status"] != "active":
+    if partner["status"] != "active" and not allow_suspended:
         raise OAuthError("unauthorized_client", "This partner platform is suspended; contact Carbon Wallet.")
     return partner
 

@@ -131,14 +131,21 @@ async def exchange_code(
             failure = await _code_failure(conn, row, partner_id, redirect_uri, code_verifier)
             if failure is None:
                 grant_id = uuid.uuid4()
+                # A re-link since the code was issued may have narrowed what the resident allows.
+                scopes = await conn.fetchval(
+                    "SELECT ARRAY(SELECT unnest($2::varchar[]) INTERSECT SELECT unnest(scopes)) FROM sub_account "
+                    "WHERE id = $1",
+                    row["sub_account"], row["scopes"],
+                )
+                scopes = [s for s in row["scopes"] if s in scopes]
                 await conn.execute(
                     """INSERT INTO oauth_grant (id, partner, holder, sub_account, scopes, created_at, last_refreshed_at)
                        VALUES ($1, $2, $3, $4, $5, now(), now())""",
-                    grant_id, partner_id, row["holder"], row["sub_account"], row["scopes"],
+                    grant_id, partner_id, row["holder"], row["sub_account"], scopes,
                 )
                 await conn.execute("UPDATE oauth_code SET grant_id = $2 WHERE id = $1", row["id"], grant_id)
                 refresh = await _insert_refresh(conn, grant_id, refresh_ttl_s)
-                return GrantTokens(grant_id, row["holder"], row["sub_account"], list(row["scopes"]), refresh)
+                return GrantTokens(grant_id, row["holder"], row["sub_account"], scopes, refresh)
     if failure is not None:
         raise failure
     if reused_grant is not None:
@@ -174,9 +181,11 @@ async def rotate_refresh_token(
     async with engine().transaction() as tx:
         conn = tx.connection
         row = await conn.fetchrow(
-            """UPDATE oauth_refresh_token t SET used_at = now() FROM oauth_grant g
+            """UPDATE oauth_refresh_token t SET used_at = now() FROM oauth_grant g, sub_account s
                WHERE t.token_hash = $1 AND t.used_at IS NULL AND g.id = t.grant_id AND g.partner = $2
-               RETURNING t.grant_id, t.expires_at, g.holder, g.sub_account, g.scopes, g.revoked_at""",
+                 AND s.id = g.sub_account
+               RETURNING t.grant_id, t.expires_at, g.holder, g.sub_account, g.revoked_at,
+                         ARRAY(SELECT unnest(g.scopes) INTERSECT SELECT unnest(s.scopes)) AS scopes""",
             digest, partner_id,
         )
         if row is None:
@@ -197,7 +206,7 @@ async def rotate_refresh_token(
                 raise OAuthError("invalid_grant", "This refresh token has expired or was revoked; link again.")
             if not await conn.fetchval(_LINK_LIVE, row["sub_account"]):
                 raise OAuthError("invalid_grant", "The resident unlinked this platform, or it was suspended.")
-            granted = list(row["scopes"])
+            granted = sorted(row["scopes"])  # the grant's scopes that the resident's current consent still allows
             if scopes is not None:
                 wider = sorted(set(scopes) - set(granted))
                 if wider:
@@ -249,7 +258,7 @@ async def live_grant(grant_id: uuid.UUID, sub_account_id: uuid.UUID) -> dict[str
     an unlink, a suspension or a revocation takes effect at once."""
     async with connection() as conn:
         row = await conn.fetchrow(
-            """SELECT g.holder AS holder_id, g.partner AS partner_id, g.scopes, g.revoked_at,
+            """SELECT g.holder AS holder_id, g.partner AS partner_id, g.scopes, s.scopes AS link_scopes, g.revoked_at,
                       s.status AS link_status, h.status AS holder_status, p.status AS partner_status,
                       p.client_id, p.name AS partner_name, p.allowed_behaviours, p.trust_tier,
                       p.rate_limit_per_minute, p.daily_quota

@@ -26,6 +26,7 @@ from api.auth.tokens import ALGORITHM
 from wallet.errors import DomainError
 
 __all__ = [
+    "CONSENT_TTL_S",
     "CSRF_COOKIE",
     "LANGUAGES",
     "SESSION_COOKIE",
@@ -117,7 +118,8 @@ async def signed_in_holder(request: Request[Any, Any, State]) -> tuple[uuid.UUID
 
 @dataclass(frozen=True, slots=True)
 class ConsentRequest:
-    """A validated authorization request, as the consent form carries it (signed, so it cannot be edited)."""
+    """A validated authorization request, as the consent form carries it (signed, so it cannot be edited;
+    its `token_id` is spent on the first decision, so one approval gives one code)."""
 
     holder_id: uuid.UUID
     session_id: uuid.UUID
@@ -128,6 +130,7 @@ class ConsentRequest:
     code_challenge: str
     language: str
     redirect_uri_given: bool = True
+    token_id: str = ""
 
 
 class ConsentTokens:
@@ -142,7 +145,7 @@ class ConsentTokens:
             "iss": self._issuer, "aud": CONSENT_AUDIENCE, "iat": now, "exp": now + CONSENT_TTL_S,
             "sub": str(r.holder_id), "sid": str(r.session_id), "cid": str(r.partner_id), "ru": r.redirect_uri,
             "sc": r.scopes, "st": r.state, "cc": r.code_challenge, "lang": r.language,
-            "rg": r.redirect_uri_given,
+            "rg": r.redirect_uri_given, "jti": secrets.token_urlsafe(16),
         }
         return jwt.encode(claims, self._private, algorithm=ALGORITHM)
 
@@ -150,11 +153,11 @@ class ConsentTokens:
         try:
             c = jwt.decode(
                 token, self._public, algorithms=[ALGORITHM], audience=CONSENT_AUDIENCE, issuer=self._issuer,
-                options={"require": ["exp", "iat", "sub", "sid", "cid", "ru", "sc", "cc"]},
+                options={"require": ["exp", "iat", "sub", "sid", "cid", "ru", "sc", "cc", "jti"]},
             )
             return ConsentRequest(
                 uuid.UUID(c["sub"]), uuid.UUID(c["sid"]), uuid.UUID(c["cid"]), str(c["ru"]), list(c["sc"]),
-                c.get("st"), str(c["cc"]), str(c.get("lang", "zh-CN")), bool(c.get("rg", True)),
+                c.get("st"), str(c["cc"]), str(c.get("lang", "zh-CN")), bool(c.get("rg", True)), str(c["jti"]),
             )
         except (jwt.InvalidTokenError, ValueError, TypeError, KeyError):
             return None

@@ -75,7 +75,9 @@ async def authorise_partner(request: Request[Any, Any, State]) -> PartnerPrincip
     principal = PartnerPrincipal(
         partner_id=grant["partner_id"], client_id=grant["client_id"], partner_name=grant["partner_name"],
         holder_id=grant["holder_id"], sub_account_id=claims.sub_account_id, grant_id=claims.grant_id,
-        scopes=claims.scopes & frozenset(grant["scopes"]), allowed_behaviours=frozenset(grant["allowed_behaviours"]),
+        # What the token says, what the grant holds, and what the resident's latest consent still allows.
+        scopes=claims.scopes & frozenset(grant["scopes"]) & frozenset(grant["link_scopes"]),
+        allowed_behaviours=frozenset(grant["allowed_behaviours"]),
         trust_tier=grant["trust_tier"], rate_limit_per_minute=grant["rate_limit_per_minute"],
         daily_quota=grant["daily_quota"],
     )

@@ -142,9 +142,27 @@ class PushController(Controller):
             raise ValidationException(detail=f"Invalid push: {exc}") from exc
         except msgspec.DecodeError as exc:
             raise ValidationException(detail="The push body is not valid JSON.") from exc
+        if await _push_seen(partner["id"], message_id):  # checked again, atomically, when it is recorded
+            raise _replayed(message_id)
         quota_left = await consume_daily_quota(state, partner["id"], partner["daily_quota"], len(batch.activities))
         receipts = await _receive_push(partner, message_id, batch)
         return _batch(receipts, quota_left)
+
+
+def _replayed(message_id: str) -> DomainError:
+    return DomainError(
+        "conflict", "push-replayed",
+        f"A push with webhook-id {message_id!r} was already accepted; nothing was recorded again.",
+    )
+
+
+async def _push_seen(partner_id: uuid.UUID, message_id: str) -> bool:
+    """A replay is refused before it touches the daily quota."""
+    async with connection() as conn:
+        return bool(await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM partner_push_receipt WHERE partner = $1 AND message_id = $2)",
+            partner_id, message_id,
+        ))
 
 
 async def _receive_push(partner: dict[str, Any], message_id: str, batch: PushBatch) -> list[Receipt]:
@@ -159,15 +177,13 @@ async def _receive_push(partner: dict[str, Any], message_id: str, batch: PushBat
                 partner["id"], message_id, len(batch.activities),
             )
             if fresh is None:
-                raise DomainError(
-                    "conflict", "push-replayed",
-                    f"A push with webhook-id {message_id!r} was already accepted; nothing was recorded again.",
-                )
+                raise _replayed(message_id)
             linked = {
                 r["id"]: r["holder"]
                 for r in await conn.fetch(
-                    """SELECT id, holder FROM sub_account WHERE id = ANY($1::uuid[]) AND partner = $2
-                       AND status = 'active' AND 'activities:write' = ANY(scopes)""",
+                    """SELECT s.id, s.holder FROM sub_account s JOIN holder h ON h.id = s.holder
+                       WHERE s.id = ANY($1::uuid[]) AND s.partner = $2 AND s.status = 'active'
+                         AND 'activities:write' = ANY(s.scopes) AND h.status = 'active'""",
                     list({a.sub_account_id for a in batch.activities}), partner["id"],
                 )
             }

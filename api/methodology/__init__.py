@@ -1,0 +1,1 @@
+"""The public methodology catalogue: what each behaviour code means."""
