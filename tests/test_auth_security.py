@@ -504,12 +504,16 @@ def test_me_is_always_the_token_holder(client: httpx.Client) -> None:
 # --- every protected route demands a token -------------------------------------------------------------
 
 
+def _is_me(path: str) -> bool:
+    return path == "/v1/me" or path.startswith("/v1/me/")
+
+
 def _protected_operations(client: httpx.Client) -> list[tuple[str, str]]:
     spec = client.get("/schema/openapi.json").json()
     out = []
     for path, item in spec["paths"].items():
         for method, op in item.items():
-            if path.startswith("/v1/me") or op.get("security"):
+            if _is_me(path) or op.get("security"):
                 concrete = re.sub(
                     r"\{(\w+)\}",
                     lambda m: {"message_id": "1", "purpose": "client"}.get(m.group(1), str(uuid.uuid4())),
@@ -521,7 +525,7 @@ def _protected_operations(client: httpx.Client) -> list[tuple[str, str]]:
 
 def test_every_me_route_requires_a_token(client: httpx.Client) -> None:
     operations = _protected_operations(client)
-    me_routes = [op for op in operations if op[1].startswith("/v1/me")]
+    me_routes = [op for op in operations if _is_me(op[1])]
     assert len(me_routes) >= 9, operations
     assert ("POST", "/v1/auth/logout") in operations
     for method, path in operations:
@@ -538,5 +542,5 @@ def test_protected_operations_are_documented_as_secured(client: httpx.Client) ->
     spec = client.get("/schema/openapi.json").json()
     for path, item in spec["paths"].items():
         for method, op in item.items():
-            if path.startswith("/v1/me") or path == "/v1/auth/logout":
+            if _is_me(path) or path == "/v1/auth/logout":
                 assert op.get("security") == [{"BearerToken": []}], (method, path)
