@@ -57,7 +57,7 @@ class RateLimiter:
         Returns what is left today."""
         day = now_s // 86400
         next_day_s = (day + 1) * 86400
-        key = f"{self.key(scope, subject)}:{day}"
+        key = self._daily_key(scope, subject, now_s)
         ok, used = await self._consume(keys=[key], args=[cost, quota, next_day_s + 3600])
         if not int(ok):
             retry_after_s = max(1, next_day_s - now_s)
@@ -68,6 +68,13 @@ class RateLimiter:
                 retry_after_s=retry_after_s,
             )
         return quota - int(used)
+
+    async def refund_daily(self, scope: str, subject: str, *, cost: int, now_s: int) -> None:
+        """Give back what a request took when it turned out to change nothing (a raced replay)."""
+        await self._redis.decrby(self._daily_key(scope, subject, now_s), cost)
+
+    def _daily_key(self, scope: str, subject: str, now_s: int) -> str:
+        return f"{self.key(scope, subject)}:{now_s // 86400}"
 
     async def reset(self, scope: str, subject: str) -> None:
         await self._redis.delete(self.key(scope, subject))

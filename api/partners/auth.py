@@ -23,6 +23,7 @@ __all__ = [
     "authorise_partner",
     "check_partner_limits",
     "consume_daily_quota",
+    "refund_daily_quota",
     "require_scope",
     "suspended",
 ]
@@ -94,6 +95,10 @@ async def consume_daily_quota(state: State, partner_id: uuid.UUID, quota: int, a
     return await state.rate_limiter.consume_daily(
         "partner-daily", str(partner_id), quota=quota, cost=activities, now_s=int(time.time())
     )
+
+
+async def refund_daily_quota(state: State, partner_id: uuid.UUID, activities: int) -> None:
+    await state.rate_limiter.refund_daily("partner-daily", str(partner_id), cost=activities, now_s=int(time.time()))
 
 
 def require_scope(principal: PartnerPrincipal, scope: str) -> None:

@@ -20,6 +20,7 @@ from api.partners.auth import (
     authorise_partner,
     check_partner_limits,
     consume_daily_quota,
+    refund_daily_quota,
     require_scope,
     suspended,
 )
@@ -32,7 +33,7 @@ from api.partners.schemas import (
     PushBatch,
     ReceiptOut,
 )
-from api.partners.signatures import verify
+from api.partners.signatures import SIGNATURE_MISMATCH, verify
 from api.problems import problem_responses
 from wallet.db import connection, engine
 from wallet.errors import DomainError
@@ -131,7 +132,7 @@ class PushController(Controller):
         body = await request.body()
         partner = await get_partner_by_client_id(client_id)
         if partner is None:
-            raise DomainError("unauthorized", "signature-invalid", "No v1 signature matches a current signing secret.")
+            raise DomainError("unauthorized", "signature-invalid", SIGNATURE_MISMATCH)
         message_id = verify(await webhook_secrets(partner["id"], state.secret_box), request.headers, body)
         if partner["status"] != "active":
             raise suspended()
@@ -145,7 +146,12 @@ class PushController(Controller):
         if await _push_seen(partner["id"], message_id):  # checked again, atomically, when it is recorded
             raise _replayed(message_id)
         quota_left = await consume_daily_quota(state, partner["id"], partner["daily_quota"], len(batch.activities))
-        receipts = await _receive_push(partner, message_id, batch)
+        try:
+            receipts = await _receive_push(partner, message_id, batch)
+        except DomainError as exc:
+            if exc.code == "push-replayed":  # lost a race with the same push: it took nothing
+                await refund_daily_quota(state, partner["id"], len(batch.activities))
+            raise
         return _batch(receipts, quota_left)
 
 

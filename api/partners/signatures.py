@@ -17,11 +17,13 @@ from collections.abc import Mapping, Sequence
 
 from wallet.errors import DomainError
 
-__all__ = ["TOLERANCE_S", "sign", "verify"]
+__all__ = ["SIGNATURE_MISMATCH", "TOLERANCE_S", "sign", "verify"]
 
 TOLERANCE_S = 300
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 MESSAGE_ID_MAX = 128
+# One sentence for an unknown client id and a wrong signature alike.
+SIGNATURE_MISMATCH = "No v1 signature matches a current signing secret of this partner."
 
 
 def _key(secret: str) -> bytes:
@@ -68,5 +70,5 @@ def verify(secrets: Sequence[str], headers: Mapping[str, str], body: bytes, *, n
         for candidate in presented:
             matched |= hmac.compare_digest(expected.encode(), candidate.encode())
     if not matched:
-        raise _refuse("signature-invalid", "No v1 signature matches a current signing secret of this partner.")
+        raise _refuse("signature-invalid", SIGNATURE_MISMATCH)
     return message_id
