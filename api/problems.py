@@ -14,7 +14,8 @@ from litestar.openapi.datastructures import ResponseSpec
 from wallet.errors import DomainError
 
 __all__ = [
-    "PROBLEM_MEDIA_TYPE", "Problem", "exception_handlers", "problem_response", "problem_responses", "unavailable",
+    "PROBLEM_MEDIA_TYPE", "Problem", "exception_handlers", "problem_body", "problem_response", "problem_responses",
+    "unavailable",
 ]
 
 log = logging.getLogger("carbon_wallet.errors")
@@ -56,6 +57,13 @@ def problem_response(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> Response[dict[str, Any]]:
+    body = problem_body(request, status, code, detail)
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def problem_body(request: Request[Any, Any, Any], status: int, code: str, detail: str) -> dict[str, Any]:
+    """The RFC 9457 members every error carries; also set beside RFC 6749's in OAuth token errors."""
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_BASE + code,
         "title": HTTPStatus(status).phrase,
@@ -67,8 +75,7 @@ def problem_response(
     request_id = request.scope.get("state", {}).get("request_id")
     if request_id:
         body["request_id"] = request_id
-    body.update({k: v for k, v in extra.items() if v is not None})
-    return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+    return body
 
 def _domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
     status = _KIND_STATUS[exc.kind]

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["SecretBox", "ensure_local_data_key", "parse_data_key"]
+__all__ = ["SecretBox", "ensure_local_data_key", "parse_data_key", "write_once"]
 
 _VERSION = b"\x01"
 
@@ -24,8 +25,9 @@ def parse_data_key(raw: str) -> bytes:
     return key
 
 
-def ensure_local_data_key(path: Path) -> bytes:
-    """Created once with O_EXCL, like the JWT key, so processes starting together agree on one key."""
+def write_once(path: Path, make: Callable[[], bytes]) -> bytes:
+    """A local secret file, created with O_EXCL and mode 0600, so processes starting together (API, worker)
+    agree on one secret: whoever loses the race reads the winner's."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -33,9 +35,13 @@ def ensure_local_data_key(path: Path) -> bytes:
         except FileExistsError:
             pass
         else:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(base64.b64encode(os.urandom(32)).decode())
-    return parse_data_key(path.read_text())
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(make())
+    return path.read_bytes()
+
+
+def ensure_local_data_key(path: Path) -> bytes:
+    return parse_data_key(write_once(path, lambda: base64.b64encode(os.urandom(32))).decode())
 
 
 class SecretBox:

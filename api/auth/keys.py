@@ -4,30 +4,23 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from wallet.sealing import write_once
+
 __all__ = ["ensure_local_signing_key", "key_id", "load_private_key"]
 
 
 def ensure_local_signing_key(path: Path) -> bytes:
-    """Create the key with O_EXCL so the API and the worker starting together agree on one key."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pem = Ed25519PrivateKey.generate().private_bytes(
+    return write_once(
+        path,
+        lambda: Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(pem)
-    return path.read_bytes()
+        ),
+    )
 
 
 def load_private_key(pem: bytes) -> Ed25519PrivateKey:

@@ -18,23 +18,9 @@ __all__ = ["MethodologyController"]
 Category = Literal["clothing", "food", "housing", "transport", "consumption", "office", "digital_finance"]
 
 
-class BehaviourOut(msgspec.Struct, kw_only=True):
-    code: str
-    category: str
-    unit: str
-    name_zh: str
-    name_en: str
-    description_en: str
-
-
 class BehaviourList(msgspec.Struct, kw_only=True):
     categories: list[str]
-    items: list[BehaviourOut]
-
-
-def _out(b: Behaviour) -> BehaviourOut:
-    return BehaviourOut(code=b.code, category=b.category, unit=b.unit, name_zh=b.name_zh, name_en=b.name_en,
-                        description_en=b.description_en)
+    items: list[Behaviour]
 
 
 class MethodologyController(Controller):
@@ -47,14 +33,14 @@ class MethodologyController(Controller):
     async def list_behaviours(self, category: FromQuery[Category | None] = None) -> BehaviourList:
         """Every behaviour code a partner may be allowed to report, by category (the 7 categories of the
         ACEF guideline), with its unit and names in Chinese and English."""
-        items = [_out(b) for b in behaviours().values() if category is None or b.category == category]
+        items = [b for b in behaviours().values() if category is None or b.category == category]
         return BehaviourList(categories=list(CATEGORIES), items=items)
 
     @get("/behaviours/{code:str}", operation_id="getBehaviour", summary="One behaviour",
          cache_control=CacheControlHeader(max_age=300, public=True), responses=problem_responses(404))
-    async def get_behaviour(self, code: FromPath[str]) -> BehaviourOut:
+    async def get_behaviour(self, code: FromPath[str]) -> Behaviour:
         """One behaviour by its code."""
         found = behaviours().get(code)
         if found is None:
             raise DomainError("not_found", "behaviour-not-found", f"No behaviour has the code {code!r}.")
-        return _out(found)
+        return found

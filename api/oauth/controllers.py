@@ -40,6 +40,7 @@ from api.oauth.web import (
     strings,
 )
 from api.partners.auth import check_partner_limits
+from api.problems import problem_body
 from api.security import client_ip, login_subject
 from wallet.accounts.service import link_partner
 from wallet.db import connection, engine
@@ -82,6 +83,7 @@ class OAuthErrorBody(msgspec.Struct, kw_only=True):
     detail: str
     instance: str
     code: str
+    request_id: str | None = None
 
 
 def _oauth_errors(*statuses: int) -> dict[int, ResponseSpec]:
@@ -350,11 +352,8 @@ class OAuthController(Controller):
 
 def oauth_error(request: Req, exc: OAuthError, headers: dict[str, str] | None = None) -> Response[Any]:
     """RFC 6749 §5.2's body, which OAuth libraries parse, with RFC 9457's members beside it."""
-    body = {
-        "error": exc.error, "error_description": exc.description,
-        "type": f"https://carbon-wallet.dev/problems/oauth-{exc.error}", "title": exc.error.replace("_", " "),
-        "status": exc.status, "detail": exc.description, "instance": request.url.path, "code": exc.error,
-    }
+    body = {"error": exc.error, "error_description": exc.description,
+            **problem_body(request, exc.status, f"oauth-{exc.error}", exc.description)}
     all_headers = {**TOKEN_HEADERS, **(headers or {})}
     if exc.status == 401 and request.headers.get("authorization", "").lower().startswith("basic"):
         all_headers["WWW-Authenticate"] = 'Basic realm="carbon-wallet"'
