@@ -1244,3 +1244,14 @@ def test_a_suspended_partner_can_still_revoke_its_tokens(client: httpx.Client, b
     assert r.status_code == 200, r.text
     set_status(operator, partner, "active")
     assert_problem(profile(client, tokens["access_token"]), 401, "token-revoked")
+
+
+def test_the_login_page_speaks_the_language_the_partner_asked_for(client: httpx.Client, base_url: str,
+                                                                   operator: Resident) -> None:
+    partner = create_partner(operator)
+    params = authorize_params(partner, new_verifier(), ui_locales="en")
+    with httpx.Client(base_url=base_url, follow_redirects=False, headers={"Accept-Language": "zh-CN"}) as anon:
+        to_login = anon.get(authorize_url(params))
+        assert to_login.status_code == 303
+        page = anon.get(to_login.headers["location"])
+    assert page.status_code == 200 and "Log in to Carbon Wallet" in page.text

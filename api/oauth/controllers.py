@@ -7,7 +7,7 @@ import base64
 import binascii
 from http import HTTPStatus
 from typing import Annotated, Any
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
@@ -227,18 +227,19 @@ class OAuthController(Controller):
 
     @get("/login", operation_id="oauthLoginPage", include_in_schema=False)
     async def login_page(self, request: Req, next_url: Annotated[str, Parameter(query="next")] = "") -> Template:
-        language = pick_language(request, None)
+        next_url = _safe_next(next_url)
+        language = pick_language(request, _ui_locales(next_url))
         csrf, cookie = csrf_cookie(request)
         return _page("login.html.j2", language, cookies=[cookie], action="/oauth/login", csrf=csrf,
-                     next=_safe_next(next_url), login="", error=None)
+                     next=next_url, login="", error=None)
 
     @post("/login", operation_id="oauthLogin", include_in_schema=False, status_code=HTTP_303_SEE_OTHER)
     async def login(self, request: Req, state: State) -> Template | Redirect:
         form = await request.form()
-        language = pick_language(request, None)
+        next_url = _safe_next(str(form.get("next", "")))
+        language = pick_language(request, _ui_locales(next_url))
         t = strings(language)
         login, password = str(form.get("login", ""))[:254], str(form.get("password", ""))[:128]
-        next_url = _safe_next(str(form.get("next", "")))
         csrf, cookie = csrf_cookie(request)
 
         def again(message: str, status: int) -> Template:
@@ -386,6 +387,11 @@ async def _client(request: Req, form: Any, *, allow_suspended: bool = False) -> 
     if partner["status"] != "active" and not allow_suspended:
         raise OAuthError("unauthorized_client", "This partner platform is suspended; contact Carbon Wallet.")
     return partner
+
+
+def _ui_locales(next_url: str) -> str | None:
+    """The login page speaks the language the partner asked the authorization request to use."""
+    return parse_qs(urlsplit(next_url).query).get("ui_locales", [None])[0]
 
 
 def _safe_next(value: str) -> str:
