@@ -24,8 +24,9 @@ test: install ## lint, then the whole suite on real servers
 	@$(VENV)/bin/ruff check --quiet .
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: install ## benchmarks; results go to bench/RESULTS.md
+bench: install ## benchmarks (GET targets, then partner intake); results go to bench/RESULTS.md
 	@$(PY) -m bench.run $(BENCH_ARGS)
+	@$(PY) -m bench.intake $(INTAKE_ARGS)
 
 lint: install
 	@$(VENV)/bin/ruff check .

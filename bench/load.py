@@ -26,7 +26,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["LoadResult", "LoadSpec", "die_with_parent", "generator_name", "measure"]
+__all__ = [
+    "LoadResult", "LoadSpec", "cpu_pct", "cpu_snapshot", "die_with_parent", "generator_name", "measure", "summarise",
+]
 
 HOST = "127.0.0.1"
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -108,7 +110,7 @@ def _machine_busy_ticks() -> int:
     return sum(values) - values[3] - values[4]
 
 
-def _cpu_snapshot(spec: LoadSpec, generator_pid: int) -> dict[str, dict[int, int]]:
+def cpu_snapshot(spec: LoadSpec, generator_pid: int) -> dict[str, dict[int, int]]:
     """Ticks per process, grouped: the server under test, the generator, our PostgreSQL (postmaster and
     the backends it forks, which come and go, hence the scan) and our Valkey; `machine` is the whole box,
     so the report can show how much CPU other tenants took."""
@@ -132,7 +134,7 @@ def _cpu_snapshot(spec: LoadSpec, generator_pid: int) -> dict[str, dict[int, int
     return groups
 
 
-def _cpu_pct(before: dict[str, dict[int, int]], after: dict[str, dict[int, int]], seconds: float) -> dict[str, float]:
+def cpu_pct(before: dict[str, dict[int, int]], after: dict[str, dict[int, int]], seconds: float) -> dict[str, float]:
     """Percent of one core per group over the window (200 % = both cores of a 2-core machine)."""
     out: dict[str, float] = {}
     for group, now in after.items():
@@ -261,18 +263,18 @@ async def _drive(spec: LoadSpec) -> LoadResult:
         for i in range(spec.concurrency)
     ]
     await asyncio.sleep(max(0.0, (run.window_start - time.perf_counter_ns()) / 1e9))
-    before = _cpu_snapshot(spec, os.getpid())
+    before = cpu_snapshot(spec, os.getpid())
     t0 = time.perf_counter()
     _done, pending = await asyncio.wait(tasks, timeout=spec.duration_s + 10)
     for task in pending:
         task.cancel()
         run.errors["timeout: still waiting at the deadline"] += 1
-    after = _cpu_snapshot(spec, os.getpid())
+    after = cpu_snapshot(spec, os.getpid())
     cpu_window = time.perf_counter() - t0
-    return _result(run.latencies, spec.duration_s, dict(run.errors), _cpu_pct(before, after, cpu_window))
+    return summarise(run.latencies, spec.duration_s, dict(run.errors), cpu_pct(before, after, cpu_window))
 
 
-def _result(latencies: list[int], duration_s: float, errors: dict[str, int], cpu: dict[str, float]) -> LoadResult:
+def summarise(latencies: list[int], duration_s: float, errors: dict[str, int], cpu: dict[str, float]) -> LoadResult:
     latencies.sort()
     return LoadResult(
         requests=len(latencies), duration_s=duration_s, rps=len(latencies) / duration_s,
@@ -345,7 +347,7 @@ def _wrk(spec: LoadSpec, script: Path, seconds: float) -> tuple[dict[str, int], 
     ]
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    before = _cpu_snapshot(spec, process.pid)
+    before = cpu_snapshot(spec, process.pid)
     t0 = time.perf_counter()
     try:
         output, _ = process.communicate(timeout=seconds + 30)
@@ -354,13 +356,13 @@ def _wrk(spec: LoadSpec, script: Path, seconds: float) -> tuple[dict[str, int], 
         process.wait()
         raise
     window = time.perf_counter() - t0
-    after = _cpu_snapshot(spec, process.pid)
+    after = cpu_snapshot(spec, process.pid)
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     match = re.search(r"^CWBENCH (\{.*\})$", output, re.MULTILINE)
     if process.returncode != 0 or match is None:
         raise RuntimeError(f"wrk failed ({process.returncode}):\n{output[-2000:]}")
     # wrk has exited by now, so /proc no longer has it; the kernel's account of reaped children does.
-    cpu = _cpu_pct(before, after, window)
+    cpu = cpu_pct(before, after, window)
     used = (children_after.ru_utime + children_after.ru_stime) - (children_before.ru_utime + children_before.ru_stime)
     cpu = _with_other({**cpu, "generator": round(100 * used / window, 1)})
     return json.loads(match.group(1)), cpu

@@ -27,11 +27,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import httpx
 
 from bench.load import HOST, LoadResult, LoadSpec, die_with_parent, generator_name, measure
+
+if TYPE_CHECKING:
+    from api.local.servers import LocalServers
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -124,7 +127,7 @@ class Server:
             self._log = None
 
 
-def _pid_file(path: Path) -> int | None:
+def pid_file(path: Path) -> int | None:
     """First line of a pid file (PostgreSQL's postmaster.pid, our Valkey's server.pid); None when the
     server is external (DATABASE_URL / REDIS_URL set), whose CPU we then cannot see."""
     try:
@@ -133,9 +136,28 @@ def _pid_file(path: Path) -> int | None:
         return None
 
 
-def _raise_interrupt(signum: int, _frame: object) -> None:
+def raise_interrupt(signum: int, _frame: object) -> None:
     """SIGTERM takes the same clean-up path as Ctrl-C."""
     raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def prepare(servers: LocalServers, data_dir: Path) -> dict[str, str]:
+    """Start the stores (or take DATABASE_URL / REDIS_URL), migrate, and return the environment every uvicorn
+    process gets: test settings and sign-up/login limits high enough to register many residents."""
+    urls = servers.start()
+    os.environ.update(urls)  # piccolo_conf reads DATABASE_URL when first imported, by migrate
+    from api.migrate import migrate
+
+    asyncio.run(migrate(urls["DATABASE_URL"]))
+    return {
+        **os.environ, **urls,
+        "CW_ENV": "test",
+        "CW_ACCESS_LOG": "false",
+        "CW_DATA_DIR": str(data_dir),
+        "CW_REGISTER_LIMIT_PER_IP": "100000/3600",
+        "CW_LOGIN_LIMIT_PER_IP": "100000/300",
+        "CW_LOGIN_LIMIT_PER_ACCOUNT": "100000/300",
+    }
 
 
 # -- residents -------------------------------------------------------------------------------------------
@@ -303,20 +325,25 @@ def render(when: datetime, info: dict[str, str], generator: str, settings: str, 
 
 
 def write_results(latest: str) -> None:
-    """Overwrite the latest section; the previous latest goes to the top of History, older runs stay."""
+    """Overwrite the latest section; the previous latest goes to the top of History, older runs stay. Whatever
+    lies between the latest section and History (other benchmarks' latest runs, bench/intake.py) is kept."""
     old = RESULTS.read_text() if RESULTS.exists() else ""
     previous, history = "", ""
     if LATEST_START in old and LATEST_END in old:
         previous = old.split(LATEST_START, 1)[1].split(LATEST_END, 1)[0].strip()
+    head = old.split(HISTORY, 1)[0]
+    head = head.split(LATEST_END, 1)[1] if LATEST_END in head else head
+    between = head[head.find("<!-- ") :].strip() if "<!-- " in head else ""  # from the next marked section on
     if HISTORY in old:
-        history = old.split(HISTORY, 1)[1].strip()
+        history = old.split(HISTORY, 1)[1].strip().removeprefix("(none yet)").strip()
     if previous:
         previous = previous.replace("## Latest run:", "### Run:", 1)
         history = previous + ("\n\n" + history if history else "")
+    middle = f"{between}\n\n" if between else ""
     RESULTS.write_text(
         "# Benchmark results\n\n"
         "Written by `make bench` (see bench/README.md). The latest run is on top; earlier runs are under History.\n\n"
-        f"{LATEST_START}\n{latest.strip()}\n{LATEST_END}\n\n{HISTORY}\n\n{history or '(none yet)'}\n"
+        f"{LATEST_START}\n{latest.strip()}\n{LATEST_END}\n\n{middle}{HISTORY}\n\n{history or '(none yet)'}\n"
     )
 
 
@@ -341,7 +368,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background
     work = Path(tempfile.mkdtemp(prefix="cw-bench-"))
     data_dir = work / "data"
@@ -351,20 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     running: list[Server] = []
     started = time.perf_counter()
     try:
-        urls = servers.start()
-        os.environ.update(urls)  # piccolo_conf reads DATABASE_URL when first imported, by migrate
-        from api.migrate import migrate
-
-        asyncio.run(migrate(urls["DATABASE_URL"]))
-        env = {
-            **os.environ, **urls,
-            "CW_ENV": "test",
-            "CW_ACCESS_LOG": "false",
-            "CW_DATA_DIR": str(data_dir),
-            "CW_REGISTER_LIMIT_PER_IP": "100000/3600",
-            "CW_LOGIN_LIMIT_PER_IP": "100000/300",
-            "CW_LOGIN_LIMIT_PER_ACCOUNT": "100000/300",
-        }
+        env = prepare(servers, data_dir)
         hello = Server("hello", ["bench.hello:app"], env, work, "/")
         api = Server("api", ["--factory", "api.app:create_app"], env, work, "/ready")
         for server in (hello, api):
@@ -383,8 +397,8 @@ def main(argv: list[str] | None = None) -> int:
                     port=server.port, path=target.path, concurrency=conns, duration_s=args.duration,
                     warmup_s=args.warmup, bearer_tokens=tuple(tokens) if target.authenticated else (),
                     server_pid=server.proc.pid if server.proc else None,
-                    postgres_pid=_pid_file(data_dir / "pg" / "postmaster.pid"),
-                    valkey_pid=_pid_file(data_dir / "valkey" / "server.pid"),
+                    postgres_pid=pid_file(data_dir / "pg" / "postmaster.pid"),
+                    valkey_pid=pid_file(data_dir / "valkey" / "server.pid"),
                 )
                 result = measure(spec)
                 rows.append(Row(target, conns, result))
