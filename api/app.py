@@ -23,6 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from api.accounts.controllers import AccountsController
 from api.auth.middleware import BearerAuthMiddleware
 from api.auth.tokens import AccessTokens, PartnerTokens
+from api.book.controllers import BookController
 from api.methodology.controllers import MethodologyController
 from api.oauth.controllers import MetadataController, OAuthController
 from api.oauth.web import WEB_SESSION_TTL_S, ConsentTokens
@@ -33,6 +34,7 @@ from api.partners.controllers import PartnerApiController, PushController
 from api.problems import exception_handlers, unavailable
 from api.ratelimit import RateLimiter
 from api.residents.controllers import AuthController, MeController
+from api.review.controllers import ReviewController
 from api.settings import Settings, get_settings
 from api.system.controllers import SystemController
 from wallet.db import close_pool, start_pool
@@ -73,9 +75,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await redis.aclose()
             await close_pool()
 
-    v1 = Router(path="/", route_handlers=[AuthController, MeController, AccountsController, MethodologyController])
+    v1 = Router(
+        path="/",
+        route_handlers=[AuthController, MeController, AccountsController, BookController, MethodologyController],
+    )
     partners = Router(
-        path="/", route_handlers=[PartnerApiController, PushController, PartnerAdminController]
+        path="/", route_handlers=[PartnerApiController, PushController, PartnerAdminController, ReviewController]
     )
     oauth = Router(path="/", route_handlers=[MetadataController, OAuthController])
     app = Litestar(
@@ -118,10 +123,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             tags=[
                 Tag(name="auth", description="Register, log in, rotate and revoke tokens."),
                 Tag(name="me", description="The signed-in holder: profile, devices, inbox, export, deletion."),
+                Tag(name="book", description="My carbon book: totals, charts, entries, verdicts, verification."),
                 Tag(name="methodology", description="The published behaviour catalogue."),
                 Tag(name="partner API", description="Partners acting for residents who linked them (OAuth 2)."),
                 Tag(name="oauth", description="The OAuth 2 authorization server partners link through."),
-                Tag(name="admin", description="Operators: partner registry."),
+                Tag(name="admin", description="Operators: partner registry and the review queue."),
                 Tag(name="operations", description="Liveness, readiness and metrics."),
             ],
             use_handler_docstrings=True,

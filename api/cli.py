@@ -1,4 +1,5 @@
-"""`carbon-wallet`: the operator CLI (run, migrate, seed-demo, partner …, grant-role, revoke-role)."""
+"""`carbon-wallet`: the operator CLI (run, migrate, seed-demo, partner …, grant-role, revoke-role,
+verify-books)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import asyncio
 import os
 import sys
 
+from api.book.cli import add_commands as add_book_commands
+from api.book.cli import run_command as run_book_command
 from api.partners.cli import add_commands, run_command
 
 __all__ = ["main"]
@@ -23,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("migrate", help="apply Piccolo migrations to DATABASE_URL")
     sub.add_parser("seed-demo", help="load demo data into DATABASE_URL (idempotent)")
     add_commands(sub)
+    add_book_commands(sub)
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -40,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command in ("partner", "grant-role", "revoke-role"):
         return run_command(args, database_url)
+    if args.command == "verify-books":
+        return run_book_command(args, database_url)
     if args.command == "seed-demo" and os.environ.get("CW_ENV") == "production":
         print("carbon-wallet: demo data is never loaded when CW_ENV=production", file=sys.stderr)
         return 2

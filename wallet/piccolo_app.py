@@ -5,6 +5,7 @@ from pathlib import Path
 from piccolo.conf.apps import AppConfig
 
 from wallet.accounts.tables import Consent, SubAccount
+from wallet.book.tables import BookEntry, BookHead
 from wallet.holders.tables import Holder, HolderRole
 from wallet.intake.tables import Activity, PushReceipt
 from wallet.outbox.tables import HandledEvent, OutboxEvent
@@ -14,7 +15,7 @@ APP_CONFIG = AppConfig(
     app_name="wallet",
     migrations_folder_path=str(Path(__file__).parent / "piccolo_migrations"),
     table_classes=[Holder, HolderRole, OutboxEvent, HandledEvent, Partner, PartnerSecret, SubAccount, Consent,
-                   Activity, PushReceipt],
+                   Activity, PushReceipt, BookHead, BookEntry],
     migration_dependencies=[],
     commands=[],
 )

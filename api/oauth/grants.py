@@ -260,7 +260,8 @@ async def live_grant(grant_id: uuid.UUID, sub_account_id: uuid.UUID) -> dict[str
         row = await conn.fetchrow(
             """SELECT g.holder AS holder_id, g.partner AS partner_id, g.scopes, s.scopes AS link_scopes, g.revoked_at,
                       s.status AS link_status, h.status AS holder_status, p.status AS partner_status,
-                      p.client_id, p.name AS partner_name, p.allowed_behaviours, p.trust_tier,
+                      p.client_id, p.name AS partner_name, p.name_en AS partner_name_en, p.allowed_behaviours,
+                      p.trust_tier,
                       p.rate_limit_per_minute, p.daily_quota
                FROM oauth_grant g
                JOIN sub_account s ON s.id = g.sub_account

@@ -34,6 +34,7 @@ class PartnerPrincipal:
     partner_id: uuid.UUID
     client_id: str
     partner_name: str
+    partner_name_en: str
     holder_id: uuid.UUID
     sub_account_id: uuid.UUID
     grant_id: uuid.UUID
@@ -75,6 +76,7 @@ async def authorise_partner(request: Request[Any, Any, State]) -> PartnerPrincip
         raise DomainError("unauthorized", "token-revoked", "This token was revoked; refresh it or link again.")
     principal = PartnerPrincipal(
         partner_id=grant["partner_id"], client_id=grant["client_id"], partner_name=grant["partner_name"],
+        partner_name_en=grant["partner_name_en"] or grant["partner_name"],
         holder_id=grant["holder_id"], sub_account_id=claims.sub_account_id, grant_id=claims.grant_id,
         # What the token says, what the grant holds, and what the resident's latest consent still allows.
         scopes=claims.scopes & frozenset(grant["scopes"]) & frozenset(grant["link_scopes"]),

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
-from litestar.status_codes import HTTP_200_OK
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from api.partners.auth import (
     PartnerPrincipal,
@@ -38,33 +39,38 @@ from api.problems import problem_responses
 from wallet.db import connection, engine
 from wallet.errors import DomainError
 from wallet.holders.service import get_holder
-from wallet.intake.service import Receipt, Report, Source, activity_counts, receive_activities
+from wallet.intake.judge import Receipt, record_reports
+from wallet.intake.reports import Report, Source
+from wallet.intake.service import activity_counts
 from wallet.partners.service import get_partner_by_client_id, webhook_secrets
 
-__all__ = ["PartnerApiController", "PushController"]
+__all__ = ["PartnerApiController", "PushController", "batch_receipt", "receipt_out", "to_report"]
 
 PARTNER_TOKEN: list[dict[str, list[str]]] = [{"PartnerToken": []}]
+NOT_LINKED = "No resident who linked your platform with activities:write has this sub_account_id."
 BATCH_BODY_MAX_BYTES = 2 * 1024 * 1024
 
 
-def _report(item: ActivityIn) -> Report:
+def to_report(item: ActivityIn) -> Report:
     return Report(
         external_id=item.event_id, behaviour=item.behaviour, quantity=item.quantity,
         occurred_at=item.occurred_at, ended_at=item.ended_at, details=item.details,
     )
 
 
-def _batch(receipts: Sequence[Receipt], quota_left: int) -> BatchReceipt:
-    counts = defaultdict(int)
-    for r in receipts:
-        counts[r.status] += 1
+def receipt_out(r: Receipt) -> ReceiptOut:
+    return ReceiptOut(
+        event_id=r.external_id, activity_id=r.activity_id, verdict=r.verdict, code=r.code,  # type: ignore[arg-type]
+        reason=r.reasons, credited_quantity=r.credited_quantity, credited_mg=r.credited_mg, replayed=r.replayed,
+    )
+
+
+def batch_receipt(receipts: Sequence[Receipt], quota_left: int) -> BatchReceipt:
+    counts: Counter[str | None] = Counter(r.verdict for r in receipts)
     return BatchReceipt(
-        accepted=counts["accepted"], duplicates=counts["duplicate"], refused=counts["refused"],
-        quota_remaining_today=quota_left,
-        receipts=[
-            ReceiptOut(event_id=r.external_id, status=r.status, activity_id=r.activity_id, code=r.code, detail=r.detail)
-            for r in receipts
-        ],
+        credited=counts["credited"], partially_credited=counts["partially_credited"], duplicate=counts["duplicate"],
+        rejected=counts["rejected"], held=counts["held"], conflicts=counts[None], quota_remaining_today=quota_left,
+        receipts=[receipt_out(r) for r in receipts],
     )
 
 
@@ -93,6 +99,7 @@ class PartnerApiController(Controller):
         counts = await activity_counts(partner.sub_account_id)
         return PartnerBookOut(
             sub_account_id=partner.sub_account_id, activities=counts["activities"],
+            credited_activities=counts["credited"], reduction_mg=counts["reduction_mg"],
             first_activity_at=counts["first_at"], last_activity_at=counts["last_at"],
         )
 
@@ -106,12 +113,35 @@ class PartnerApiController(Controller):
         again is safe. Counts against your per-minute limit and daily quota."""
         require_scope(partner, "activities:write")
         quota_left = await consume_daily_quota(state, partner.partner_id, partner.daily_quota, len(data.activities))
-        source = Source(
-            holder_id=partner.holder_id, sub_account_id=partner.sub_account_id, partner_id=partner.partner_id,
-            via="token", allowed_behaviours=partner.allowed_behaviours,
-        )
-        receipts = await receive_activities(source, [_report(a) for a in data.activities])
-        return _batch(receipts, quota_left)
+        receipts = await record_reports(_token_source(partner), [to_report(a) for a in data.activities])
+        return batch_receipt(receipts, quota_left)
+
+    @post("/activity", operation_id="partnerReportActivity", summary="Report one green action (activities:write)",
+          responses={**problem_responses(400, 401, 403, 413, 422, 429, 503),
+                     200: ResponseSpec(data_container=ReceiptOut, description="The stored verdict, replayed")})
+    async def report_one(
+        self, state: State, partner: PartnerPrincipal, data: JSONBody[ActivityIn]
+    ) -> Response[ReceiptOut]:
+        """One activity: `201` with its verdict; `200` with the stored verdict when the same `event_id` is
+        sent again with the same content; `422 event-id-reused` when it comes with different content."""
+        require_scope(partner, "activities:write")
+        await consume_daily_quota(state, partner.partner_id, partner.daily_quota, 1)
+        (receipt,) = await record_reports(_token_source(partner), [to_report(data)])
+        if receipt.verdict is None:
+            raise DomainError(
+                "invalid", "event-id-reused",
+                f"Event id {data.event_id!r} was already used for a different report; send a new event id.",
+                activity_id=str(receipt.activity_id),
+            )
+        return Response(receipt_out(receipt), status_code=HTTP_200_OK if receipt.replayed else HTTP_201_CREATED)
+
+
+def _token_source(partner: PartnerPrincipal) -> Source:
+    return Source(
+        holder_id=partner.holder_id, sub_account_id=partner.sub_account_id, partner_id=partner.partner_id,
+        via="token", trust_tier=partner.trust_tier, names=(partner.partner_name, partner.partner_name_en),
+        allowed_behaviours=partner.allowed_behaviours,
+    )
 
 
 class PushController(Controller):
@@ -152,7 +182,7 @@ class PushController(Controller):
             if exc.code == "push-replayed":  # lost a race with the same push: it took nothing
                 await refund_daily_quota(state, partner["id"], len(batch.activities))
             raise
-        return _batch(receipts, quota_left)
+        return batch_receipt(receipts, quota_left)
 
 
 def _replayed(message_id: str) -> DomainError:
@@ -200,15 +230,18 @@ async def _receive_push(partner: dict[str, Any], message_id: str, batch: PushBat
                 groups[item.sub_account_id].append(i)
             else:
                 receipts[i] = Receipt(
-                    item.event_id, "refused", code="not-linked",
-                    detail="No resident who linked your platform with activities:write has this sub_account_id.",
+                    item.event_id, None, "rejected", "not-linked", {}, behaviour=item.behaviour,
+                    reasons={"zh-CN": NOT_LINKED, "en": NOT_LINKED},
                 )
-        for sub_account_id, indexes in groups.items():
+        # Heads are locked in holder order, so two pushes naming the same residents cannot deadlock.
+        for sub_account_id in sorted(groups, key=lambda s: (linked[s], s)):
+            indexes = groups[sub_account_id]
             source = Source(
                 holder_id=linked[sub_account_id], sub_account_id=sub_account_id, partner_id=partner["id"],
-                via="signed_push", allowed_behaviours=allowed,
+                via="signed_push", trust_tier=partner["trust_tier"],
+                names=(partner["name"], partner["name_en"] or partner["name"]), allowed_behaviours=allowed,
             )
-            got = await receive_activities(source, [_report(batch.activities[i]) for i in indexes])
+            got = await record_reports(source, [to_report(batch.activities[i]) for i in indexes])
             receipts.update(zip(indexes, got, strict=True))
     return [receipts[i] for i in range(len(batch.activities))]
 

@@ -76,20 +76,33 @@ class PushBatch(Input, kw_only=True):
     activities: Annotated[list[PushActivityIn], msgspec.Meta(min_length=1, max_length=1000)]
 
 
+Verdict = Literal["credited", "partially_credited", "duplicate", "rejected", "held"]
+
+
 class ReceiptOut(msgspec.Struct, kw_only=True):
+    """The verdict on one activity. `verdict` is null only when this event id was already used for a
+    different report (`code` = `event-id-reused`); `replayed` marks a verdict given earlier for the same
+    report, returned again."""
+
     event_id: str
-    status: Literal["accepted", "duplicate", "refused"]
-    activity_id: uuid.UUID | None = None
-    code: str | None = None
-    detail: str | None = None
+    activity_id: uuid.UUID | None
+    verdict: Verdict | None
+    code: str
+    reason: dict[str, str] = msgspec.field(default_factory=dict)
+    credited_quantity: int = 0
+    credited_mg: int = 0
+    replayed: bool = False
 
 
 class BatchReceipt(msgspec.Struct, kw_only=True):
-    """Accepted activities are stored and await judgement against the methodology."""
+    """One receipt per activity, in the order sent, and how many got each verdict."""
 
-    accepted: int
-    duplicates: int
-    refused: int
+    credited: int
+    partially_credited: int
+    duplicate: int
+    rejected: int
+    held: int
+    conflicts: int
     quota_remaining_today: int
     receipts: list[ReceiptOut]
 
@@ -104,6 +117,8 @@ class PartnerBookOut(msgspec.Struct, kw_only=True):
 
     sub_account_id: uuid.UUID
     activities: int
+    credited_activities: int
+    reduction_mg: int
     first_activity_at: datetime | None
     last_activity_at: datetime | None
 

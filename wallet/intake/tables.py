@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from piccolo.columns import JSONB, UUID, BigInt, BigSerial, ForeignKey, Timestamptz, Varchar
+from piccolo.columns import JSONB, UUID, BigInt, BigSerial, Date, ForeignKey, Integer, Timestamptz, Varchar
 from piccolo.columns.base import OnDelete
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.table import Table
@@ -11,8 +11,10 @@ from wallet.partners.tables import Partner
 
 
 class Activity(Table, tablename="activity"):
-    """One reported real-world action, exactly as received. `(sub_account, external_id)` is unique: a
-    partner's own event id is its idempotency key, and `request_digest` tells a replay from a conflict."""
+    """One reported real-world action, exactly as received, and its verdict. `(sub_account, external_id)` is
+    unique: a source's own event id is its idempotency key, and `request_digest` tells a replay from a
+    conflict. What was reported never changes (a trigger); only the verdict columns move, once, or twice
+    for an activity held for review."""
 
     id = UUID(primary_key=True)
     holder = ForeignKey(references=Holder, on_delete=OnDelete.restrict, index=True)
@@ -27,7 +29,19 @@ class Activity(Table, tablename="activity"):
     request_digest = Varchar(length=64)
     received_via = Varchar(length=16)  # token | signed_push | self
     received_at = Timestamptz(default=TimestamptzNow())
-    status = Varchar(length=16, default="received")
+    # The verdict: what intake decided and why (a reason code and the parameters of its sentence).
+    verdict = Varchar(length=20, default="received")
+    reason_code = Varchar(length=48, null=True, default=None)
+    reason_params = JSONB(default={})
+    related_activity = UUID(null=True, default=None)
+    behaviour_version = Integer(null=True, default=None)
+    methodology_release = Varchar(length=16, null=True, default=None)
+    local_day = Date(null=True, default=None)
+    credited_quantity = BigInt(default=0)
+    credited_mg = BigInt(default=0)
+    judged_at = Timestamptz(null=True, default=None)
+    reviewed_by = UUID(null=True, default=None)
+    reviewed_at = Timestamptz(null=True, default=None)
 
 
 class PushReceipt(Table, tablename="partner_push_receipt"):

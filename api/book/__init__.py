@@ -1,0 +1,1 @@
+"""The resident's carbon book: totals, charts, entries, verdicts, verification, export and self-reports."""

@@ -1,0 +1,218 @@
+"""The signed-in resident's carbon book: read, chart, verify, export, and report their own actions."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections.abc import AsyncIterator
+from datetime import date, datetime
+from typing import Any, Literal
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.datastructures import State
+from litestar.params import FromQuery, JSONBody
+from litestar.response import Stream
+from litestar.status_codes import HTTP_200_OK
+
+from api.auth.middleware import Principal
+from api.book.schemas import (
+    ActivityOut,
+    ActivityPage,
+    BookSummary,
+    CategoryTotal,
+    DayPoint,
+    EntryOut,
+    EntryPage,
+    Periods,
+    SubAccountTotal,
+    VerificationOut,
+)
+from api.partners.controllers import batch_receipt, to_report
+from api.partners.schemas import ActivityBatch, BatchReceipt
+from api.problems import problem_responses
+from api.security import BEARER
+from wallet.book.reads import (
+    activities_page,
+    daily_series,
+    decode_cursor,
+    encode_cursor,
+    entries_page,
+    iter_entries,
+    local_today,
+    summary,
+)
+from wallet.book.service import verify_holder
+from wallet.db import connection
+from wallet.errors import DomainError
+from wallet.holders.service import get_holder
+from wallet.intake.judge import SELF_SOURCE, record_reports
+from wallet.intake.reasons import reason
+from wallet.intake.reports import Source
+
+__all__ = ["BookController"]
+
+Req = Request[Principal, Any, State]
+Verdict = Literal["received", "credited", "partially_credited", "duplicate", "rejected", "held"]
+EXPORT_COLUMNS = ("seq", "kind", "local_day", "occurred_at", "behaviour", "behaviour_version", "methodology_release",
+                  "category", "quantity", "reduction_mg", "energy", "source", "trust_tier", "activity_id",
+                  "reverses", "recorded_at", "prev_hash", "entry_hash")
+
+
+def _limit(limit: int) -> int:
+    if not 1 <= limit <= 200:
+        raise DomainError("invalid", "invalid-limit", "limit must be between 1 and 200.")
+    return limit
+
+
+def _entry(row: dict[str, Any]) -> EntryOut:
+    return EntryOut(
+        seq=row["seq"], kind=row["kind"], activity_id=row["activity"], reverses=row["reverses"],
+        sub_account_id=row["sub_account"], source=row["partner_name"] or SELF_SOURCE[1],
+        trust_tier=row["trust_tier"], behaviour=row["behaviour"], behaviour_version=row["behaviour_version"],
+        methodology_release=row["methodology_release"], category=row["category"], quantity=row["quantity"],
+        reduction_mg=row["reduction_mg"], energy=row["energy"], occurred_at=row["occurred_at"],
+        local_day=row["local_day"], recorded_at=row["recorded_at"], prev_hash=bytes(row["prev_hash"]).hex(),
+        entry_hash=bytes(row["entry_hash"]).hex(),
+    )
+
+
+class BookController(Controller):
+    path = "/v1/me"
+    tags = ["book"]
+    security = BEARER
+
+    @get("/book", operation_id="getMyBook", summary="My carbon book totals", responses=problem_responses(401, 503))
+    async def book(self, request: Req) -> BookSummary:
+        """Totals in integer mg CO2e for today, this week, this month and all time (my local calendar), by
+        category and by sub-account (each linked partner, my own reports, and unlinked sources)."""
+        holder = await get_holder(request.user.holder_id)
+        data = await summary(holder["id"], holder["time_zone"])
+        t = data["totals"]
+        en = holder["language"] == "en"
+        return BookSummary(
+            time_zone=data["time_zone"], today=data["today"],
+            totals=Periods(today_mg=t["today"], week_mg=t["week"], month_mg=t["month"], all_time_mg=t["all_time"],
+                           energy=t["energy"], credited_activities=t["credits"]),
+            by_category=[CategoryTotal(category=c["category"], all_time_mg=c["all_time"], month_mg=c["month"])
+                         for c in data["by_category"]],
+            by_sub_account=[
+                SubAccountTotal(
+                    sub_account_id=s["id"], kind=s["kind"], status=s["status"],
+                    source=((s["name_en"] or s["name"]) if en else s["name"]) if s["name"] else SELF_SOURCE[en],
+                    all_time_mg=s["all_time"], credited_activities=s["credits"],
+                )
+                for s in data["by_sub_account"]
+            ],
+        )
+
+    @get("/book/days", operation_id="getMyBookByDay", summary="My reductions per day",
+         responses=problem_responses(400, 401, 422, 503))
+    async def days(self, request: Req, from_day: FromQuery[date | None] = None,
+                   to_day: FromQuery[date | None] = None) -> list[DayPoint]:
+        """One point per local day between `from_day` and `to_day` (default: the last 30 days), zeros
+        included, for charts. At most 366 days."""
+        holder = await get_holder(request.user.holder_id)
+        last = to_day or local_today(holder["time_zone"])
+        first = from_day or date.fromordinal(last.toordinal() - 29)
+        return [DayPoint(**p) for p in await daily_series(holder["id"], first, last)]
+
+    @get("/book/entries", operation_id="listMyBookEntries", summary="My book entries, in chain order",
+         responses=problem_responses(400, 401, 422, 503))
+    async def entries(self, request: Req, cursor: FromQuery[str | None] = None,
+                      limit: FromQuery[int] = 50) -> EntryPage:
+        """Entries oldest first with their chain hashes, so anyone can recompute the chain. Pass
+        `next_cursor` back as `cursor` for more."""
+        after = 0
+        if cursor is not None:
+            (raw,) = decode_cursor(cursor, 1)
+            after = int(raw) if raw.isdigit() else 0
+        rows = await entries_page(request.user.holder_id, after_seq=after, limit=_limit(limit))
+        next_cursor = encode_cursor(rows[-1]["seq"]) if len(rows) == limit else None
+        return EntryPage(items=[_entry(r) for r in rows], next_cursor=next_cursor)
+
+    @get("/book/verify", operation_id="verifyMyBook", summary="Verify my book's hash chain",
+         responses=problem_responses(401, 503))
+    async def verify(self, request: Req) -> VerificationOut:
+        """Recompute my chain from the first entry: positions, links, hashes, the stored values against the
+        hashed bytes, and the total. Names the first broken entry if there is one."""
+        v = await verify_holder(request.user.holder_id)
+        return VerificationOut(ok=v.ok, entries=v.entries, total_mg=v.total_mg, broken_seq=v.broken_seq,
+                               reason=v.reason)
+
+    @get("/book/export", operation_id="exportMyBook", summary="Export my whole book (CSV or JSON)",
+         responses=problem_responses(400, 401, 503))
+    async def export(self, request: Req, format: FromQuery[Literal["csv", "json"]] = "csv") -> Stream:
+        """Every entry in chain order, streamed, with hashes: `format=csv` (default) or `json` (JSON lines)."""
+        holder_id = request.user.holder_id
+
+        async def rows() -> AsyncIterator[bytes]:
+            if format == "csv":
+                yield (",".join(EXPORT_COLUMNS) + "\n").encode()
+            async for row in iter_entries(holder_id):
+                out = msgspec.to_builtins(_entry(row))
+                if format == "json":
+                    yield msgspec.json.encode(out) + b"\n"
+                else:
+                    buffer = io.StringIO()
+                    csv.writer(buffer).writerow(["" if out.get(c) is None else out[c] for c in EXPORT_COLUMNS])
+                    yield buffer.getvalue().encode()
+
+        media = "text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson"
+        name = f"carbon-book-{holder_id}.{'csv' if format == 'csv' else 'jsonl'}"
+        return Stream(rows(), media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+    @get("/activities", operation_id="listMyActivities", summary="My reported activities and their verdicts",
+         responses=problem_responses(400, 401, 422, 503))
+    async def activities(self, request: Req, cursor: FromQuery[str | None] = None, limit: FromQuery[int] = 20,
+                         verdict: FromQuery[Verdict | None] = None) -> ActivityPage:
+        """Newest first, each with its verdict and the reason in my language ("already counted from … at
+        08:12", "daily walking cap of 20,000 steps reached"). Filter by `verdict`; pass `next_cursor` back."""
+        holder = await get_holder(request.user.holder_id)
+        before = None
+        if cursor is not None:
+            at, ident = decode_cursor(cursor, 2)
+            try:
+                before = (datetime.fromisoformat(at), uuid.UUID(ident))
+            except ValueError as exc:
+                raise DomainError(
+                    "invalid", "invalid-cursor", "cursor must be a next_cursor from a previous page."
+                ) from exc
+        rows = await activities_page(holder["id"], before=before, limit=_limit(limit), verdict=verdict)
+        en = holder["language"] == "en"
+        items = [
+            ActivityOut(
+                id=r["id"], event_id=r["external_id"], behaviour=r["behaviour"], quantity=r["quantity"],
+                occurred_at=r["occurred_at"], ended_at=r["ended_at"], received_at=r["received_at"],
+                source=((r["partner_name_en"] or r["partner_name"]) if en else r["partner_name"])
+                if r["partner_name"] else SELF_SOURCE[en],
+                source_unlinked=r["source_status"] == "unlinked", verdict=r["verdict"], reason_code=r["reason_code"],
+                reason=reason(r["reason_code"] or r["verdict"], r["reason_params"], holder["language"],
+                              behaviour=r["behaviour"], time_zone=holder["time_zone"]),
+                credited_quantity=r["credited_quantity"], credited_mg=r["credited_mg"],
+                behaviour_version=r["behaviour_version"], methodology_release=r["methodology_release"],
+            )
+            for r in rows
+        ]
+        last = rows[-1] if len(rows) == limit else None
+        return ActivityPage(items=items,
+                            next_cursor=encode_cursor(last["received_at"].isoformat(), last["id"]) if last else None)
+
+    @post("/activities", operation_id="reportMyActivities", status_code=HTTP_200_OK,
+          summary="Report my own green actions", responses=problem_responses(400, 401, 413, 503))
+    async def report(self, request: Req, data: JSONBody[ActivityBatch]) -> BatchReceipt:
+        """Self-reported actions (e.g. today's steps from the phone's health data, or a photo check-in with
+        `details.photo_ref`), judged at the self-reported trust tier with tighter caps; photo check-ins wait
+        for a review. Each gets a verdict and a reason; sending the same `event_id` again is safe."""
+        holder_id = request.user.holder_id
+        async with connection() as conn:
+            sub_account_id = await conn.fetchval(
+                "SELECT id FROM sub_account WHERE holder = $1 AND kind = 'self'", holder_id
+            )
+        source = Source(holder_id=holder_id, sub_account_id=sub_account_id, partner_id=None, via="self",
+                        trust_tier="self_reported", names=SELF_SOURCE)
+        receipts = await record_reports(source, [to_report(a) for a in data.activities])
+        return batch_receipt(receipts, quota_left=0)
+
+

@@ -1,0 +1,1 @@
+"""The operators' review queue for activities held as suspicious."""

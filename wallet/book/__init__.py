@@ -1,0 +1,1 @@
+"""The carbon book: each holder's append-only, hash-chained entries of CO2e they avoided."""

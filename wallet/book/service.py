@@ -1,0 +1,182 @@
+"""Writing a holder's book (inside the caller's transaction, under the holder's head lock), verifying
+chains, and the reads residents see. Totals are sums over entries, never a separate counter, except the
+head's `total_mg` cache, which the verifier checks."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
+from typing import Any
+
+import asyncpg
+
+from wallet.book.chain import EntryFields, canonical_bytes, chain_hash, genesis
+from wallet.db import connection
+
+__all__ = ["Draft", "Head", "Verification", "append", "lock_head", "verify_all", "verify_holder"]
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    holder_id: uuid.UUID
+    seq: int
+    hash: bytes
+    total_mg: int
+    time_zone: str
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """An entry before it has a place in the chain."""
+
+    kind: str
+    activity_id: uuid.UUID
+    external_id: str
+    reverses: int | None
+    sub_account_id: uuid.UUID
+    partner_id: uuid.UUID | None
+    trust_tier: str
+    behaviour: str
+    behaviour_version: int
+    methodology_release: str
+    category: str
+    quantity: int
+    reduction_mg: int
+    energy: int
+    occurred_at: datetime
+    local_day: date
+
+
+async def lock_head(conn: asyncpg.Connection, holder_id: uuid.UUID) -> Head:
+    """Lock the holder's chain tip for the rest of the transaction: their writes queue here, others' do not."""
+    await conn.execute(
+        "INSERT INTO book_head (holder_id, seq, head_hash, total_mg, updated_at) VALUES ($1, 0, NULL, 0, now()) "
+        "ON CONFLICT (holder_id) DO NOTHING",
+        holder_id,
+    )
+    row = await conn.fetchrow(
+        """SELECT b.seq, b.head_hash, b.total_mg, h.time_zone FROM book_head b JOIN holder h ON h.id = b.holder_id
+           WHERE b.holder_id = $1 FOR UPDATE OF b""",
+        holder_id,
+    )
+    return Head(holder_id, row["seq"], bytes(row["head_hash"] or genesis(holder_id)), row["total_mg"],
+                row["time_zone"])
+
+
+_INSERT = """
+INSERT INTO book_entry (holder, seq, kind, activity, reverses, sub_account, partner, trust_tier, behaviour,
+                        behaviour_version, methodology_release, category, quantity, reduction_mg, energy,
+                        occurred_at, local_day, recorded_at, prev_hash, entry_hash, canonical)
+SELECT $1, e.seq, e.kind, e.activity, e.reverses, e.sub_account, e.partner, e.tier, e.behaviour, e.version,
+       e.release, e.category, e.quantity, e.mg, e.energy, e.occurred_at, e.local_day, e.recorded_at, e.prev,
+       e.hash, e.canonical
+FROM unnest($2::bigint[], $3::text[], $4::uuid[], $5::bigint[], $6::uuid[], $7::uuid[], $8::text[], $9::text[],
+            $10::int[], $11::text[], $12::text[], $13::bigint[], $14::bigint[], $15::bigint[], $16::timestamptz[],
+            $17::date[], $18::timestamptz[], $19::bytea[], $20::bytea[], $21::bytea[])
+     AS e(seq, kind, activity, reverses, sub_account, partner, tier, behaviour, version, release, category,
+          quantity, mg, energy, occurred_at, local_day, recorded_at, prev, hash, canonical)
+RETURNING id, activity
+"""
+
+
+async def append(conn: asyncpg.Connection, head: Head, drafts: Sequence[Draft]) -> tuple[Head, dict[uuid.UUID, int]]:
+    """Chain and insert `drafts` in order; returns the new head and each credited activity's entry id."""
+    if not drafts:
+        return head, {}
+    recorded_at = datetime.now(UTC)
+    rows: list[tuple[EntryFields, bytes, bytes, bytes]] = []
+    prev = head.hash
+    for i, d in enumerate(drafts, start=1):
+        fields = EntryFields(holder_id=head.holder_id, seq=head.seq + i, recorded_at=recorded_at, **_draft_dict(d))
+        canonical = canonical_bytes(fields)
+        digest = chain_hash(prev, canonical)
+        rows.append((fields, prev, digest, canonical))
+        prev = digest
+    columns = list(zip(*[
+        (f.seq, f.kind, f.activity_id, f.reverses, f.sub_account_id, f.partner_id, f.trust_tier, f.behaviour,
+         f.behaviour_version, f.methodology_release, f.category, f.quantity, f.reduction_mg, f.energy,
+         f.occurred_at, f.local_day, f.recorded_at, p, h, c)
+        for f, p, h, c in rows
+    ], strict=True))
+    inserted = await conn.fetch(_INSERT, head.holder_id, *[list(c) for c in columns])
+    added_mg = sum(d.reduction_mg for d in drafts)
+    new_head = replace(head, seq=head.seq + len(drafts), hash=prev, total_mg=head.total_mg + added_mg)
+    await conn.execute(
+        "UPDATE book_head SET seq = $2, head_hash = $3, total_mg = $4, updated_at = now() WHERE holder_id = $1",
+        head.holder_id, new_head.seq, new_head.hash, new_head.total_mg,
+    )
+    return new_head, {r["activity"]: r["id"] for r in inserted}
+
+
+def _draft_dict(d: Draft) -> dict[str, Any]:
+    return {name: getattr(d, name) for name in Draft.__slots__}
+
+
+# -- verification -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    holder_id: uuid.UUID
+    ok: bool
+    entries: int
+    total_mg: int
+    broken_seq: int | None = None
+    reason: str | None = None
+
+
+_ENTRIES = """
+SELECT e.*, a.external_id FROM book_entry e JOIN activity a ON a.id = e.activity
+WHERE e.holder = $1 ORDER BY e.seq, e.id
+"""
+
+
+async def verify_holder(holder_id: uuid.UUID) -> Verification:
+    """Recompute the chain from genesis: positions, links, hashes, the bytes against the columns, and the
+    head against the last entry and the sum. The first broken link is named; nothing after it is trusted."""
+    async with connection() as conn:
+        head = await conn.fetchrow("SELECT seq, head_hash, total_mg FROM book_head WHERE holder_id = $1", holder_id)
+        rows = await conn.fetch(_ENTRIES, holder_id)
+    prev, total = genesis(holder_id), 0
+
+    def broken(seq: int, reason: str) -> Verification:
+        return Verification(holder_id, False, len(rows), total, seq, reason)
+
+    for expected_seq, row in enumerate(rows, start=1):
+        if row["seq"] != expected_seq:
+            return broken(expected_seq, f"entry {expected_seq} is missing or out of order (found {row['seq']})")
+        if bytes(row["prev_hash"]) != prev:
+            return broken(row["seq"], "prev_hash does not link to the previous entry")
+        rebuilt = canonical_bytes(EntryFields(
+            holder_id=holder_id, seq=row["seq"], kind=row["kind"], activity_id=row["activity"],
+            external_id=row["external_id"], reverses=row["reverses"], sub_account_id=row["sub_account"],
+            partner_id=row["partner"], trust_tier=row["trust_tier"], behaviour=row["behaviour"],
+            behaviour_version=row["behaviour_version"], methodology_release=row["methodology_release"],
+            category=row["category"], quantity=row["quantity"], reduction_mg=row["reduction_mg"],
+            energy=row["energy"], occurred_at=row["occurred_at"], local_day=row["local_day"],
+            recorded_at=row["recorded_at"],
+        ))
+        if rebuilt != bytes(row["canonical"]):
+            return broken(row["seq"], "the stored columns differ from the hashed bytes")
+        if chain_hash(prev, rebuilt) != bytes(row["entry_hash"]):
+            return broken(row["seq"], "entry_hash does not match the entry's bytes")
+        prev = bytes(row["entry_hash"])
+        total += row["reduction_mg"]
+    head_seq = head["seq"] if head else 0
+    if head_seq != len(rows):
+        return broken(len(rows) + 1, f"the chain head says {head_seq} entries but {len(rows)} are stored")
+    if head is not None and rows and bytes(head["head_hash"]) != prev:
+        return broken(len(rows), "the chain head's hash is not the last entry's")
+    if head is not None and head["total_mg"] != total:
+        return broken(len(rows), f"the cached total {head['total_mg']} mg differs from the entries' {total} mg")
+    return Verification(holder_id, True, len(rows), total)
+
+
+async def verify_all() -> AsyncIterator[Verification]:
+    """Every holder with a book, one at a time (memory stays bounded by the largest single book)."""
+    async with connection() as conn:
+        holders = [r["holder_id"] for r in await conn.fetch("SELECT holder_id FROM book_head ORDER BY holder_id")]
+    for holder_id in holders:
+        yield await verify_holder(holder_id)
