@@ -47,7 +47,10 @@ async def relay_outbox(ctx: dict[str, Any]) -> int:
     async def enqueue(event_id: uuid.UUID, attempt: int) -> None:
         await redis.enqueue_job("handle_outbox_event", str(event_id), _job_id=f"outbox:{event_id}:{attempt}")
 
-    return await relay_due_events(enqueue, redeliver_after_s=float(os.environ.get("CW_OUTBOX_REDELIVER_S", "30")))
+    return await relay_due_events(
+        enqueue, redeliver_after_s=float(os.environ.get("CW_OUTBOX_REDELIVER_S", "30")),
+        subscribed=frozenset(EVENT_HANDLERS),
+    )
 
 
 def _redis_settings() -> RedisSettings:

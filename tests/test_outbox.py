@@ -102,6 +102,30 @@ async def test_relay_keeps_events_when_the_queue_is_down(db: object) -> None:
     assert event_id in sent
 
 
+async def test_relay_marks_events_nobody_subscribes_to_without_a_job(db: object) -> None:
+    wanted, unwanted = f"test.wanted.{uuid.uuid4().hex[:8]}", f"test.unwanted.{uuid.uuid4().hex[:8]}"
+    async with engine().transaction():
+        wanted_id = await record_event(wanted, {})
+        unwanted_id = await record_event(unwanted, {})
+    sent: list[uuid.UUID] = []
+
+    async def queue(event_id: uuid.UUID, attempt: int) -> None:
+        sent.append(event_id)
+
+    await relay_due_events(queue, redeliver_after_s=0, subscribed={wanted})
+    assert wanted_id in sent and unwanted_id not in sent
+    async with connection() as conn:
+        handled = {
+            r["event_id"]: r["handled_at"]
+            for r in await conn.fetch(
+                "SELECT event_id, handled_at FROM outbox_event WHERE event_id = ANY($1::uuid[])",
+                [wanted_id, unwanted_id],
+            )
+        }
+    assert handled[unwanted_id] is not None, "an event without handlers is done at relay"
+    assert handled[wanted_id] is None, "a subscribed event is handled by its job, not by the relay"
+
+
 async def test_nothing_is_lost_when_redis_and_the_worker_go_down(db: object, passwords: object, work_dir: Path) -> None:
     """A real arq worker process and its own Valkey. Holders register while everything runs, while Redis is
     stopped, and while the worker is killed with SIGKILL; Redis then comes back empty (wiped). Every event

@@ -33,6 +33,7 @@ from api.partners.controllers import batch_receipt, to_report
 from api.partners.schemas import ActivityBatch, BatchReceipt
 from api.problems import problem_responses
 from api.security import BEARER
+from api.settings import RateLimit
 from wallet.book.reads import (
     activities_page,
     daily_series,
@@ -54,6 +55,7 @@ from wallet.intake.reports import Source
 __all__ = ["BookController"]
 
 Req = Request[Principal, Any, State]
+SELF_REPORT_LIMIT = RateLimit(60, 60)  # requests per minute per holder: the caps bound what counts, this the load
 Verdict = Literal["received", "credited", "partially_credited", "duplicate", "rejected", "held"]
 EXPORT_COLUMNS = ("seq", "kind", "local_day", "occurred_at", "behaviour", "behaviour_version", "methodology_release",
                   "category", "quantity", "reduction_mg", "energy", "source", "trust_tier", "activity_id",
@@ -200,12 +202,13 @@ class BookController(Controller):
                             next_cursor=encode_cursor(last["received_at"].isoformat(), last["id"]) if last else None)
 
     @post("/activities", operation_id="reportMyActivities", status_code=HTTP_200_OK,
-          summary="Report my own green actions", responses=problem_responses(400, 401, 413, 503))
-    async def report(self, request: Req, data: JSONBody[ActivityBatch]) -> BatchReceipt:
+          summary="Report my own green actions", responses=problem_responses(400, 401, 413, 429, 503))
+    async def report(self, request: Req, state: State, data: JSONBody[ActivityBatch]) -> BatchReceipt:
         """Self-reported actions (e.g. today's steps from the phone's health data, or a photo check-in with
         `details.photo_ref`), judged at the self-reported trust tier with tighter caps; photo check-ins wait
         for a review. Each gets a verdict and a reason; sending the same `event_id` again is safe."""
         holder_id = request.user.holder_id
+        await state.rate_limiter.hit("self-report", str(holder_id), SELF_REPORT_LIMIT)
         async with connection() as conn:
             sub_account_id = await conn.fetchval(
                 "SELECT id FROM sub_account WHERE holder = $1 AND kind = 'self'", holder_id
@@ -213,6 +216,6 @@ class BookController(Controller):
         source = Source(holder_id=holder_id, sub_account_id=sub_account_id, partner_id=None, via="self",
                         trust_tier="self_reported", names=SELF_SOURCE)
         receipts = await record_reports(source, [to_report(a) for a in data.activities])
-        return batch_receipt(receipts, quota_left=0)
+        return batch_receipt(receipts, quota_left=None)
 
 

@@ -65,7 +65,7 @@ def receipt_out(r: Receipt) -> ReceiptOut:
     )
 
 
-def batch_receipt(receipts: Sequence[Receipt], quota_left: int) -> BatchReceipt:
+def batch_receipt(receipts: Sequence[Receipt], quota_left: int | None) -> BatchReceipt:
     counts: Counter[str | None] = Counter(r.verdict for r in receipts)
     return BatchReceipt(
         credited=counts["credited"], partially_credited=counts["partially_credited"], duplicate=counts["duplicate"],

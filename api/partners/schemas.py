@@ -103,7 +103,7 @@ class BatchReceipt(msgspec.Struct, kw_only=True):
     rejected: int
     held: int
     conflicts: int
-    quota_remaining_today: int
+    quota_remaining_today: int | None = msgspec.field(default=None)
     receipts: list[ReceiptOut]
 
 
