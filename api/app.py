@@ -34,7 +34,7 @@ from api.partners.controllers import PartnerApiController, PushController
 from api.problems import exception_handlers, unavailable
 from api.ratelimit import RateLimiter
 from api.residents.controllers import AuthController, MeController
-from api.review.controllers import ReviewController
+from api.review.controllers import CorrectionsController, ReviewController
 from api.settings import Settings, get_settings
 from api.system.controllers import SystemController
 from wallet.db import close_pool, start_pool
@@ -80,7 +80,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[AuthController, MeController, AccountsController, BookController, MethodologyController],
     )
     partners = Router(
-        path="/", route_handlers=[PartnerApiController, PushController, PartnerAdminController, ReviewController]
+        path="/", route_handlers=[PartnerApiController, PushController, PartnerAdminController, ReviewController,
+                        CorrectionsController]
     )
     oauth = Router(path="/", route_handlers=[MetadataController, OAuthController])
     app = Litestar(

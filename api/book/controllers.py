@@ -57,8 +57,8 @@ __all__ = ["BookController"]
 Req = Request[Principal, Any, State]
 SELF_REPORT_LIMIT = RateLimit(60, 60)  # requests per minute per holder: the caps bound what counts, this the load
 Verdict = Literal["received", "credited", "partially_credited", "duplicate", "rejected", "held"]
-EXPORT_COLUMNS = ("seq", "kind", "local_day", "occurred_at", "behaviour", "behaviour_version", "methodology_release",
-                  "category", "quantity", "reduction_mg", "energy", "source", "trust_tier", "activity_id",
+EXPORT_COLUMNS = ("id", "seq", "kind", "local_day", "occurred_at", "behaviour", "behaviour_version",
+                  "methodology_release", "category", "quantity", "reduction_mg", "energy", "source", "trust_tier", "activity_id",
                   "reverses", "recorded_at", "prev_hash", "entry_hash")
 
 
@@ -70,7 +70,7 @@ def _limit(limit: int) -> int:
 
 def _entry(row: dict[str, Any]) -> EntryOut:
     return EntryOut(
-        seq=row["seq"], kind=row["kind"], activity_id=row["activity"], reverses=row["reverses"],
+        id=row["id"], seq=row["seq"], kind=row["kind"], activity_id=row["activity"], reverses=row["reverses"],
         sub_account_id=row["sub_account"], source=row["partner_name"] or SELF_SOURCE[1],
         trust_tier=row["trust_tier"], behaviour=row["behaviour"], behaviour_version=row["behaviour_version"],
         methodology_release=row["methodology_release"], category=row["category"], quantity=row["quantity"],
@@ -194,6 +194,7 @@ class BookController(Controller):
                               behaviour=r["behaviour"], time_zone=holder["time_zone"]),
                 credited_quantity=r["credited_quantity"], credited_mg=r["credited_mg"],
                 behaviour_version=r["behaviour_version"], methodology_release=r["methodology_release"],
+                reversed_at=r["reversed_at"], reversal_note=r["reversal_note"],
             )
             for r in rows
         ]

@@ -57,6 +57,7 @@ class DayPoint(msgspec.Struct, kw_only=True):
 
 
 class EntryOut(msgspec.Struct, kw_only=True):
+    id: int
     seq: int
     kind: str
     activity_id: uuid.UUID
@@ -100,6 +101,8 @@ class ActivityOut(msgspec.Struct, kw_only=True):
     credited_mg: int
     behaviour_version: int | None
     methodology_release: str | None
+    reversed_at: datetime | None = None
+    reversal_note: str | None = None
 
 
 class ActivityPage(msgspec.Struct, kw_only=True):

@@ -10,18 +10,19 @@ import msgspec
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody
-from litestar.status_codes import HTTP_200_OK
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from api.auth.middleware import Principal
 from api.partners.admin import operator_only
 from api.problems import problem_responses
 from api.residents.schemas import Input
 from api.security import BEARER
+from wallet.book.corrections import reverse_entry
 from wallet.book.reads import decode_cursor, encode_cursor
 from wallet.errors import DomainError
 from wallet.intake.review import held_page, resolve
 
-__all__ = ["ReviewController"]
+__all__ = ["CorrectionsController", "ReviewController"]
 
 Req = Request[Principal, Any, State]
 
@@ -105,3 +106,30 @@ class ReviewController(Controller):
         reason the resident reads. An activity is resolved once (`409 not-held` after that)."""
         result = await resolve(activity_id, data.decision, data.note, request.user.holder_id)
         return ReviewResult(**result)
+
+
+class ReverseEntry(Input, kw_only=True):
+    reason: str
+
+
+class Reversal(msgspec.Struct, kw_only=True):
+    entry_id: int
+    reverses: int
+    reduction_mg: int
+    seq: int
+
+
+class CorrectionsController(Controller):
+    path = "/v1/admin/book/entries"
+    tags = ["admin"]
+    security = BEARER
+    guards = [operator_only]
+
+    @post("/{entry_id:int}/reverse", operation_id="adminReverseBookEntry", status_code=HTTP_201_CREATED,
+          summary="Reverse a credited entry", responses=problem_responses(400, 401, 403, 404, 409, 422, 503))
+    async def reverse(self, request: Req, entry_id: FromPath[int], data: JSONBody[ReverseEntry]) -> Reversal:
+        """Append a negative entry that cancels a credit found wrong later (fraud, a partner's retraction).
+        The original stays in the chain; the holder's totals net out and the `reason` is shown to them."""
+        if not 1 <= entry_id < 2**63:
+            raise DomainError("not_found", "entry-not-found", "No book entry has this id.")
+        return Reversal(**await reverse_entry(entry_id, reason=data.reason, operator_id=request.user.holder_id))

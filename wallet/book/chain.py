@@ -56,6 +56,7 @@ class EntryFields:
     occurred_at: datetime
     local_day: date
     recorded_at: datetime
+    note: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -66,7 +67,7 @@ class EntryFields:
             "methodology_release": self.methodology_release, "category": self.category,
             "quantity": self.quantity, "reduction_mg": self.reduction_mg, "energy": self.energy,
             "occurred_at": _time(self.occurred_at), "local_day": self.local_day.isoformat(),
-            "recorded_at": _time(self.recorded_at),
+            "recorded_at": _time(self.recorded_at), "note": self.note,
         }
 
 

@@ -132,8 +132,10 @@ async def activities_page(
             """SELECT a.id, a.external_id, a.behaviour, a.quantity, a.occurred_at, a.ended_at, a.received_at,
                       a.received_via, a.verdict, a.reason_code, a.reason_params, a.credited_quantity, a.credited_mg,
                       a.behaviour_version, a.methodology_release, a.sub_account, s.status AS source_status,
-                      s.kind AS source_kind, p.name AS partner_name, p.name_en AS partner_name_en
+                      s.kind AS source_kind, p.name AS partner_name, p.name_en AS partner_name_en,
+                      r.note AS reversal_note, r.recorded_at AS reversed_at
                FROM activity a JOIN sub_account s ON s.id = a.sub_account LEFT JOIN partner p ON p.id = a.partner
+               LEFT JOIN book_entry r ON r.activity = a.id AND r.kind = 'reversal' AND r.holder = a.holder
                WHERE a.holder = $1 AND ($2::timestamptz IS NULL OR (a.received_at, a.id) < ($2, $3))
                  AND ($4::text IS NULL OR a.verdict = $4)
                ORDER BY a.received_at DESC, a.id DESC LIMIT $5""",

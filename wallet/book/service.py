@@ -47,36 +47,40 @@ class Draft:
     energy: int
     occurred_at: datetime
     local_day: date
+    note: str = ""
 
 
 async def lock_head(conn: asyncpg.Connection, holder_id: uuid.UUID) -> Head:
-    """Lock the holder's chain tip for the rest of the transaction: their writes queue here, others' do not."""
-    await conn.execute(
-        "INSERT INTO book_head (holder_id, seq, head_hash, total_mg, updated_at) VALUES ($1, 0, NULL, 0, now()) "
-        "ON CONFLICT (holder_id) DO NOTHING",
-        holder_id,
-    )
-    row = await conn.fetchrow(
-        """SELECT b.seq, b.head_hash, b.total_mg, h.time_zone FROM book_head b JOIN holder h ON h.id = b.holder_id
-           WHERE b.holder_id = $1 FOR UPDATE OF b""",
-        holder_id,
-    )
+    """Lock the holder's chain tip for the rest of the transaction: their writes queue here, others' do not.
+    The head row is created on a holder's first entry; afterwards this is one round trip."""
+    row = await conn.fetchrow(_LOCK, holder_id)
+    if row is None:
+        await conn.execute(
+            "INSERT INTO book_head (holder_id, seq, head_hash, total_mg, updated_at) VALUES ($1, 0, NULL, 0, now()) "
+            "ON CONFLICT (holder_id) DO NOTHING",
+            holder_id,
+        )
+        row = await conn.fetchrow(_LOCK, holder_id)
     return Head(holder_id, row["seq"], bytes(row["head_hash"] or genesis(holder_id)), row["total_mg"],
                 row["time_zone"])
+
+
+_LOCK = """SELECT b.seq, b.head_hash, b.total_mg, h.time_zone FROM book_head b JOIN holder h ON h.id = b.holder_id
+           WHERE b.holder_id = $1 FOR UPDATE OF b"""
 
 
 _INSERT = """
 INSERT INTO book_entry (holder, seq, kind, activity, reverses, sub_account, partner, trust_tier, behaviour,
                         behaviour_version, methodology_release, category, quantity, reduction_mg, energy,
-                        occurred_at, local_day, recorded_at, prev_hash, entry_hash, canonical)
+                        occurred_at, local_day, recorded_at, prev_hash, entry_hash, canonical, note)
 SELECT $1, e.seq, e.kind, e.activity, e.reverses, e.sub_account, e.partner, e.tier, e.behaviour, e.version,
        e.release, e.category, e.quantity, e.mg, e.energy, e.occurred_at, e.local_day, e.recorded_at, e.prev,
-       e.hash, e.canonical
+       e.hash, e.canonical, e.note
 FROM unnest($2::bigint[], $3::text[], $4::uuid[], $5::bigint[], $6::uuid[], $7::uuid[], $8::text[], $9::text[],
             $10::int[], $11::text[], $12::text[], $13::bigint[], $14::bigint[], $15::bigint[], $16::timestamptz[],
-            $17::date[], $18::timestamptz[], $19::bytea[], $20::bytea[], $21::bytea[])
+            $17::date[], $18::timestamptz[], $19::bytea[], $20::bytea[], $21::bytea[], $22::text[])
      AS e(seq, kind, activity, reverses, sub_account, partner, tier, behaviour, version, release, category,
-          quantity, mg, energy, occurred_at, local_day, recorded_at, prev, hash, canonical)
+          quantity, mg, energy, occurred_at, local_day, recorded_at, prev, hash, canonical, note)
 RETURNING id, activity
 """
 
@@ -97,7 +101,7 @@ async def append(conn: asyncpg.Connection, head: Head, drafts: Sequence[Draft]) 
     columns = list(zip(*[
         (f.seq, f.kind, f.activity_id, f.reverses, f.sub_account_id, f.partner_id, f.trust_tier, f.behaviour,
          f.behaviour_version, f.methodology_release, f.category, f.quantity, f.reduction_mg, f.energy,
-         f.occurred_at, f.local_day, f.recorded_at, p, h, c)
+         f.occurred_at, f.local_day, f.recorded_at, p, h, c, f.note)
         for f, p, h, c in rows
     ], strict=True))
     inserted = await conn.fetch(_INSERT, head.holder_id, *[list(c) for c in columns])
@@ -156,7 +160,7 @@ async def verify_holder(holder_id: uuid.UUID) -> Verification:
             behaviour_version=row["behaviour_version"], methodology_release=row["methodology_release"],
             category=row["category"], quantity=row["quantity"], reduction_mg=row["reduction_mg"],
             energy=row["energy"], occurred_at=row["occurred_at"], local_day=row["local_day"],
-            recorded_at=row["recorded_at"],
+            recorded_at=row["recorded_at"], note=row["note"],
         ))
         if rebuilt != bytes(row["canonical"]):
             return broken(row["seq"], "the stored columns differ from the hashed bytes")

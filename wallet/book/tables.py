@@ -46,6 +46,7 @@ class BookEntry(Table, tablename="book_entry"):
     energy = BigInt()
     occurred_at = Timestamptz()
     local_day = Date()
+    note = Varchar(length=500, default="")  # why, for a reversal: the resident reads it
     recorded_at = Timestamptz(default=TimestamptzNow())
     prev_hash = Bytea()
     entry_hash = Bytea()

@@ -24,7 +24,7 @@ from wallet.book.service import Draft, append, lock_head
 from wallet.db import engine
 from wallet.intake.reasons import reasons_both
 from wallet.intake.reports import Report, Source
-from wallet.intake.rules import Claim, Context, Judged, decide
+from wallet.intake.rules import Claim, Context, Decision, Judged, decide
 from wallet.methodology.catalogue import (
     CURRENT_RELEASE,
     BehaviourVersion,
@@ -69,50 +69,64 @@ def _version(code: str) -> BehaviourVersion | None:
 
 _INSERT = """
 INSERT INTO activity (id, holder, sub_account, partner, external_id, behaviour, quantity, occurred_at, ended_at,
-                      details, request_digest, received_via, received_at, verdict, reason_params, credited_quantity,
-                      credited_mg)
+                      details, request_digest, received_via, received_at, verdict, reason_code, reason_params,
+                      related_activity, behaviour_version, methodology_release, local_day, credited_quantity,
+                      credited_mg, judged_at)
 SELECT u.id, $1, $2, $3, u.external_id, u.behaviour, u.quantity, u.occurred_at, u.ended_at, u.details::jsonb,
-       u.digest, $4, now(), 'received', '{}'::jsonb, 0, 0
-FROM unnest($5::uuid[], $6::text[], $7::text[], $8::bigint[], $9::timestamptz[], $10::timestamptz[], $11::text[],
-            $12::text[]) AS u(id, external_id, behaviour, quantity, occurred_at, ended_at, details, digest)
+       u.digest, $4, now(), u.verdict, u.code, u.params::jsonb, u.related, u.version, $5, u.local_day, u.credited,
+       u.mg, now()
+FROM unnest($6::uuid[], $7::text[], $8::text[], $9::bigint[], $10::timestamptz[], $11::timestamptz[], $12::text[],
+            $13::text[], $14::text[], $15::text[], $16::text[], $17::uuid[], $18::int[], $19::date[], $20::bigint[],
+            $21::bigint[])
+     AS u(id, external_id, behaviour, quantity, occurred_at, ended_at, details, digest, verdict, code, params,
+          related, version, local_day, credited, mg)
 ON CONFLICT (sub_account, external_id) DO NOTHING
-RETURNING external_id, id
+RETURNING id
 """
 
-_UPDATE = """
-UPDATE activity a SET verdict = u.verdict, reason_code = u.code, reason_params = u.params::jsonb,
-       related_activity = u.related, behaviour_version = u.version, methodology_release = $2,
-       local_day = u.local_day, credited_quantity = u.quantity, credited_mg = u.mg, judged_at = now()
-FROM unnest($1::uuid[], $3::text[], $4::text[], $5::text[], $6::uuid[], $7::int[], $8::date[], $9::bigint[],
-            $10::bigint[]) AS u(id, verdict, code, params, related, version, local_day, quantity, mg)
-WHERE a.id = u.id
+# One round trip for everything judgement reads: the holder's claims near these activities, cap usage for
+# the days and months they fall in, and what this source already sent under these event ids.
+_CONTEXT = """
+SELECT 'claim' AS part, a.id, a.sub_account, a.behaviour, a.behaviour_version, a.occurred_at, a.ended_at,
+       a.quantity, a.local_day, p.name, p.name_en, NULL::text AS external_id, NULL::text AS digest,
+       NULL::text AS verdict, NULL::text AS code, NULL::jsonb AS params, 0::bigint AS credited_quantity,
+       0::bigint AS credited_mg, 0::bigint AS self_q
+FROM activity a LEFT JOIN partner p ON p.id = a.partner
+WHERE a.holder = $1 AND a.verdict IN ('credited', 'partially_credited', 'held') AND a.occurred_at BETWEEN $2 AND $3
+UNION ALL
+SELECT 'usage', NULL, NULL, behaviour, NULL, NULL, NULL, sum(quantity)::bigint, local_day, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, 0, 0, coalesce(sum(quantity) FILTER (WHERE trust_tier = 'self_reported'), 0)::bigint
+FROM book_entry WHERE holder = $1 AND behaviour = ANY($4::text[]) AND local_day BETWEEN $5 AND $6
+GROUP BY behaviour, local_day
+UNION ALL
+SELECT 'stored', a.id, a.sub_account, a.behaviour, NULL, NULL, NULL, NULL, NULL, NULL, NULL, a.external_id,
+       a.request_digest, a.verdict, a.reason_code, a.reason_params, a.credited_quantity, a.credited_mg, 0
+FROM activity a WHERE a.sub_account = $7 AND a.external_id = ANY($8::text[])
 """
 
 
 async def record_reports(source: Source, reports: Sequence[Report], *, now: datetime | None = None) -> list[Receipt]:
+    """Judge and write one holder's reports; a receipt per report, in order."""
     now = now or datetime.now(UTC)
     fresh: dict[str, tuple[Report, str]] = {}
     for report in reports:
         fresh.setdefault(report.external_id, (report, report.digest()))
+    firsts = [r for r, _ in fresh.values()]
+    times = [r.occurred_at for r in firsts] + [r.ended_at for r in firsts if r.ended_at]
     async with engine().transaction() as tx:
         conn = tx.connection
         head = await lock_head(conn, source.holder_id)
         zone = _zone(head.time_zone)
-        rows = list(fresh.values())
-        new_ids = {
-            r["external_id"]: r["id"]
-            for r in await conn.fetch(
-                _INSERT, source.holder_id, source.sub_account_id, source.partner_id, source.via,
-                [uuid.uuid4() for _ in rows], [r.external_id for r, _ in rows], [r.behaviour for r, _ in rows],
-                [r.quantity for r, _ in rows], [r.occurred_at for r, _ in rows], [r.ended_at for r, _ in rows],
-                [msgspec.json.encode(r.details).decode() for r, _ in rows], [d for _, d in rows],
-            )
-        }
-        stored = await _stored(conn, source.sub_account_id, [k for k in fresh if k not in new_ids])
-        decided = await _decide_new(conn, source, [(new_ids[k], fresh[k][0]) for k in fresh if k in new_ids],
-                                    zone, now)
+        ctx, stored = await load_context(
+            conn, source.holder_id, sorted({r.behaviour for r in firsts}), zone, min(times), max(times),
+            existing=(source.sub_account_id, list(fresh)),
+        )
+        # Under the head lock nobody else can add an event id for this holder's sub-accounts, so what is not
+        # stored now is new.
+        new = [(uuid.uuid4(), report) for report in firsts if report.external_id not in stored]
+        decided = _decide_new(ctx, source, new, zone, now)
+        await _insert(conn, source, decided, fresh)
         head, entry_ids = await append(conn, head, [d for _, _, d in decided if d is not None])
-        await _save_verdicts(conn, decided)
         await record_events([
             ("reduction.recorded", reduction_event(source, r, draft, entry_ids[r.activity_id]), source.holder_id)
             for r, _, draft in decided if draft is not None and r.activity_id is not None
@@ -145,78 +159,54 @@ def _replay(external_id: str, digest: str, stored_digest: str, stored: Receipt) 
                    stored.credited_quantity, stored.credited_mg, replayed=True)
 
 
-async def _stored(
-    conn: asyncpg.Connection, sub_account_id: uuid.UUID, keys: list[str]
-) -> dict[str, tuple[str, Receipt]]:
-    if not keys:
-        return {}
-    rows = await conn.fetch(
-        """SELECT external_id, id, request_digest, verdict, reason_code, reason_params, credited_quantity, credited_mg
-           FROM activity WHERE sub_account = $1 AND external_id = ANY($2::text[])""",
-        sub_account_id, keys,
-    )
-    return {
-        r["external_id"]: (r["request_digest"], Receipt(
-            r["external_id"], r["id"], r["verdict"], r["reason_code"] or "received", _params(r["reason_params"]),
-            r["credited_quantity"], r["credited_mg"],
-        ))
-        for r in rows
-    }
-
-
 def _params(raw: Any) -> dict[str, Any]:
     value = msgspec.json.decode(raw) if isinstance(raw, str | bytes) else raw
     return value if isinstance(value, dict) else {}
 
 
-async def load_context(conn: asyncpg.Connection, holder_id: uuid.UUID, codes: list[str], zone: ZoneInfo,
-                   first: datetime, last: datetime) -> Context:
-    """The holder's claims near these activities, and cap usage for the days and months they fall in."""
+async def load_context(
+    conn: asyncpg.Connection, holder_id: uuid.UUID, codes: list[str], zone: ZoneInfo, first: datetime,
+    last: datetime, *, existing: tuple[uuid.UUID, list[str]] | None = None,
+) -> tuple[Context, dict[str, tuple[str, Receipt]]]:
+    """The holder's claims within a day of these activities, cap usage from the first of the earliest month
+    to the last local day, and (with `existing`) what a source already stored under these event ids."""
     ctx = Context()
-    day_from = first.astimezone(zone).date().replace(day=1)
-    day_to = last.astimezone(zone).date()
-    claims = await conn.fetch(
-        """SELECT a.id, a.sub_account, a.behaviour, a.behaviour_version, a.occurred_at, a.ended_at, a.quantity,
-                  a.local_day, p.name, p.name_en
-           FROM activity a LEFT JOIN partner p ON p.id = a.partner
-           WHERE a.holder = $1 AND a.verdict IN ('credited', 'partially_credited', 'held')
-             AND a.occurred_at BETWEEN $2 AND $3""",
-        holder_id, first - timedelta(days=1), last + timedelta(days=1),
+    stored: dict[str, tuple[str, Receipt]] = {}
+    rows = await conn.fetch(
+        _CONTEXT, holder_id, first - timedelta(days=1), last + timedelta(days=1), codes,
+        first.astimezone(zone).date().replace(day=1), last.astimezone(zone).date(),
+        existing[0] if existing else None, existing[1] if existing else [],
     )
-    for c in claims:
-        known = c["behaviour"] in behaviours()
-        version = (version_of(c["behaviour"], c["behaviour_version"]) if known and c["behaviour_version"]
-                   else _version(c["behaviour"]))
-        ctx.claims.append(Claim(
-            c["id"], c["sub_account"], (c["name"], c["name_en"] or c["name"]) if c["name"] else SELF_SOURCE,
-            c["behaviour"], c["occurred_at"], c["ended_at"], version.exclusivity_group if version else "",
-        ))
-    usage = await conn.fetch(
-        """SELECT behaviour, local_day, sum(quantity)::bigint AS q,
-                  coalesce(sum(quantity) FILTER (WHERE trust_tier = 'self_reported'), 0)::bigint AS self_q
-           FROM book_entry WHERE holder = $1 AND behaviour = ANY($2::text[]) AND local_day BETWEEN $3 AND $4
-           GROUP BY behaviour, local_day""",
-        holder_id, codes, day_from, day_to,
-    )
-    for u in usage:
-        day: date = u["local_day"]
-        ctx.used_month[(u["behaviour"], day.year, day.month)] += u["q"]
-        ctx.used_day[(u["behaviour"], day)] += u["q"]
-        ctx.used_self_day[(u["behaviour"], day)] += u["self_q"]
-    for c in claims:
-        if c["local_day"] is not None:
-            ctx.reported_day[(c["behaviour"], c["local_day"])] += c["quantity"]
-    return ctx
+    for r in rows:
+        if r["part"] == "claim":
+            known = r["behaviour"] in behaviours()
+            version = (version_of(r["behaviour"], r["behaviour_version"]) if known and r["behaviour_version"]
+                       else _version(r["behaviour"]))
+            ctx.claims.append(Claim(
+                r["id"], r["sub_account"], (r["name"], r["name_en"] or r["name"]) if r["name"] else SELF_SOURCE,
+                r["behaviour"], r["occurred_at"], r["ended_at"], version.exclusivity_group if version else "",
+            ))
+            if r["local_day"] is not None:
+                ctx.reported_day[(r["behaviour"], r["local_day"])] += r["quantity"]
+        elif r["part"] == "usage":
+            day: date = r["local_day"]
+            ctx.used_month[(r["behaviour"], day.year, day.month)] += r["quantity"]
+            ctx.used_day[(r["behaviour"], day)] += r["quantity"]
+            ctx.used_self_day[(r["behaviour"], day)] += r["self_q"]
+        else:
+            stored[r["external_id"]] = (r["digest"], Receipt(
+                r["external_id"], r["id"], r["verdict"], r["code"] or "received", _params(r["params"]),
+                r["credited_quantity"], r["credited_mg"],
+            ))
+    return ctx, stored
 
 
-async def _decide_new(conn: asyncpg.Connection, source: Source, new: list[tuple[uuid.UUID, Report]],
-                      zone: ZoneInfo, now: datetime) -> list[tuple[Receipt, Any, Draft | None]]:
-    if not new:
-        return []
-    times = [r.occurred_at for _, r in new] + [r.ended_at for _, r in new if r.ended_at]
-    codes = sorted({r.behaviour for _, r in new})
-    ctx = await load_context(conn, source.holder_id, codes, zone, min(times), max(times))
-    out: list[tuple[Receipt, Any, Draft | None]] = []
+Decided = tuple[Receipt, tuple[Decision, BehaviourVersion | None, date], Draft | None]
+
+
+def _decide_new(ctx: Context, source: Source, new: list[tuple[uuid.UUID, Report]], zone: ZoneInfo,
+                now: datetime) -> list[Decided]:
+    out: list[Decided] = []
     for activity_id, report in new:
         version = _version(report.behaviour)
         local_day = report.occurred_at.astimezone(zone).date()
@@ -243,18 +233,25 @@ async def _decide_new(conn: asyncpg.Connection, source: Source, new: list[tuple[
     return out
 
 
-async def _save_verdicts(conn: asyncpg.Connection, decided: list[tuple[Receipt, Any, Draft | None]]) -> None:
+async def _insert(conn: asyncpg.Connection, source: Source, decided: list[Decided],
+                  fresh: dict[str, tuple[Report, str]]) -> None:
+    """The activities exactly as reported, with their verdicts, in one statement."""
     if not decided:
         return
-    columns: list[list[Any]] = [[] for _ in range(9)]
+    columns: list[list[Any]] = [[] for _ in range(16)]
     for receipt, (decision, version, local_day), _ in decided:
+        report, digest = fresh[receipt.external_id]
         for column, value in zip(columns, (
-            receipt.activity_id, decision.verdict, decision.code, msgspec.json.encode(decision.params).decode(),
-            decision.related_activity, version.version if version else None, local_day,
-            receipt.credited_quantity, receipt.credited_mg,
+            receipt.activity_id, report.external_id, report.behaviour, report.quantity, report.occurred_at,
+            report.ended_at, msgspec.json.encode(report.details).decode(), digest, decision.verdict, decision.code,
+            msgspec.json.encode(decision.params).decode(), decision.related_activity,
+            version.version if version else None, local_day, receipt.credited_quantity, receipt.credited_mg,
         ), strict=True):
             column.append(value)
-    await conn.execute(_UPDATE, columns[0], CURRENT_RELEASE, *columns[1:])
+    inserted = await conn.fetch(_INSERT, source.holder_id, source.sub_account_id, source.partner_id, source.via,
+                                CURRENT_RELEASE, *columns)
+    if len(inserted) != len(decided):  # impossible under the head lock; refuse rather than book a ghost
+        raise RuntimeError("an event id appeared while the holder's book was locked")
 
 
 def reduction_event(source: Source, receipt: Receipt, draft: Draft, entry_id: int) -> dict[str, Any]:

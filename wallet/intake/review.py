@@ -65,7 +65,7 @@ async def resolve(activity_id: uuid.UUID, decision: Decision, note: str, operato
         entry: Draft | None = None
         if decision == "credit":
             zone = ZoneInfo(head.time_zone)
-            ctx = await load_context(conn, holder_id, [row["behaviour"]], zone, row["occurred_at"],
+            ctx, _ = await load_context(conn, holder_id, [row["behaviour"]], zone, row["occurred_at"],
                                  row["ended_at"] or row["occurred_at"])
             capped = caps(Judged(
                 activity_id=activity_id, sub_account_id=row["sub_account"], source=("", ""),
