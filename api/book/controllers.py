@@ -58,8 +58,8 @@ Req = Request[Principal, Any, State]
 SELF_REPORT_LIMIT = RateLimit(60, 60)  # requests per minute per holder: the caps bound what counts, this the load
 Verdict = Literal["received", "credited", "partially_credited", "duplicate", "rejected", "held"]
 EXPORT_COLUMNS = ("id", "seq", "kind", "local_day", "occurred_at", "behaviour", "behaviour_version",
-                  "methodology_release", "category", "quantity", "reduction_mg", "energy", "source", "trust_tier", "activity_id",
-                  "reverses", "recorded_at", "prev_hash", "entry_hash")
+                  "methodology_release", "category", "quantity", "reduction_mg", "energy", "source", "trust_tier",
+                  "activity_id", "reverses", "recorded_at", "prev_hash", "entry_hash")
 
 
 def _limit(limit: int) -> int:
