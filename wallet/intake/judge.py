@@ -24,7 +24,7 @@ from wallet.book.service import Draft, append, lock_head
 from wallet.db import engine
 from wallet.intake.reasons import reasons_both
 from wallet.intake.reports import Report, Source
-from wallet.intake.rules import Claim, Context, Decision, Judged, decide
+from wallet.intake.rules import COUNTED, Claim, Context, Decision, Judged, decide
 from wallet.methodology.catalogue import (
     CURRENT_RELEASE,
     BehaviourVersion,
@@ -63,6 +63,17 @@ def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
 
 
+@cache
+def _lookback() -> timedelta:
+    """How far from a new activity an earlier claim can still matter: the longest plausible trip or the
+    widest dedupe window in the catalogue, whichever is larger, plus a day for claims reported without an end."""
+    reach = 0
+    for behaviour in behaviours().values():
+        for version in behaviour.versions:
+            reach = max(reach, version.dedupe_window_s, version.plausibility.max_duration_s or 0)
+    return timedelta(seconds=reach) + timedelta(days=1)
+
+
 def _version(code: str) -> BehaviourVersion | None:
     return current_version(code) if code in behaviours() else None
 
@@ -89,7 +100,7 @@ RETURNING id
 _CONTEXT = """
 SELECT 'claim' AS part, a.id, a.sub_account, a.behaviour, a.behaviour_version, a.occurred_at, a.ended_at,
        a.quantity, a.local_day, p.name, p.name_en, NULL::text AS external_id, NULL::text AS digest,
-       NULL::text AS verdict, NULL::text AS code, NULL::jsonb AS params, 0::bigint AS credited_quantity,
+       a.verdict, NULL::text AS code, NULL::jsonb AS params, 0::bigint AS credited_quantity,
        0::bigint AS credited_mg, 0::bigint AS self_q
 FROM activity a LEFT JOIN partner p ON p.id = a.partner
 WHERE a.holder = $1 AND a.verdict IN ('credited', 'partially_credited', 'held') AND a.occurred_at BETWEEN $2 AND $3
@@ -168,13 +179,16 @@ async def load_context(
     conn: asyncpg.Connection, holder_id: uuid.UUID, codes: list[str], zone: ZoneInfo, first: datetime,
     last: datetime, *, existing: tuple[uuid.UUID, list[str]] | None = None,
 ) -> tuple[Context, dict[str, tuple[str, Receipt]]]:
-    """The holder's claims within a day of these activities, cap usage from the first of the earliest month
-    to the last local day, and (with `existing`) what a source already stored under these event ids."""
+    """The holder's claims near these activities (as far back as the longest trip or dedupe window reaches),
+    cap usage for the whole months they fall in (an earlier day may be reported after a later one), and
+    (with `existing`) what a source already stored under these event ids."""
     ctx = Context()
     stored: dict[str, tuple[str, Receipt]] = {}
+    last_day = last.astimezone(zone).date()
+    month_end = (last_day.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
     rows = await conn.fetch(
-        _CONTEXT, holder_id, first - timedelta(days=1), last + timedelta(days=1), codes,
-        first.astimezone(zone).date().replace(day=1), last.astimezone(zone).date(),
+        _CONTEXT, holder_id, first - _lookback(), last + _lookback(), codes,
+        first.astimezone(zone).date().replace(day=1), month_end,
         existing[0] if existing else None, existing[1] if existing else [],
     )
     for r in rows:
@@ -182,10 +196,11 @@ async def load_context(
             known = r["behaviour"] in behaviours()
             version = (version_of(r["behaviour"], r["behaviour_version"]) if known and r["behaviour_version"]
                        else _version(r["behaviour"]))
-            ctx.claims.append(Claim(
-                r["id"], r["sub_account"], (r["name"], r["name_en"] or r["name"]) if r["name"] else SELF_SOURCE,
-                r["behaviour"], r["occurred_at"], r["ended_at"], version.exclusivity_group if version else "",
-            ))
+            if r["verdict"] in COUNTED:
+                ctx.claims.append(Claim(
+                    r["id"], r["sub_account"], (r["name"], r["name_en"] or r["name"]) if r["name"] else SELF_SOURCE,
+                    r["behaviour"], r["occurred_at"], r["ended_at"], version.exclusivity_group if version else "",
+                ))
             if r["local_day"] is not None:
                 ctx.reported_day[(r["behaviour"], r["local_day"])] += r["quantity"]
         elif r["part"] == "usage":

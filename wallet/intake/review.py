@@ -17,7 +17,7 @@ from wallet.errors import DomainError
 from wallet.intake.judge import Receipt as _Receipt
 from wallet.intake.judge import load_context, reduction_event
 from wallet.intake.reports import Source
-from wallet.intake.rules import Judged, caps
+from wallet.intake.rules import Judged, caps, other_claims
 from wallet.methodology.catalogue import behaviours, energy_for, reduction_mg, version_of
 from wallet.outbox.service import record_events
 
@@ -62,19 +62,23 @@ async def resolve(activity_id: uuid.UUID, decision: Decision, note: str, operato
             raise DomainError("conflict", "not-held", f"This activity is {row['verdict']}, not waiting for review.")
         version = version_of(row["behaviour"], row["behaviour_version"])
         verdict, code, params, quantity, mg = "rejected", "review-rejected", {"note": note}, 0, 0
+        related: uuid.UUID | None = None
         entry: Draft | None = None
         if decision == "credit":
             zone = ZoneInfo(head.time_zone)
             ctx, _ = await load_context(conn, holder_id, [row["behaviour"]], zone, row["occurred_at"],
                                  row["ended_at"] or row["occurred_at"])
-            capped = caps(Judged(
+            judged = Judged(
                 activity_id=activity_id, sub_account_id=row["sub_account"], source=("", ""),
                 source_tier=row["partner_tier"] or "self_reported", self_reported=row["source_kind"] == "self",
                 allowed_behaviours=None, behaviour=row["behaviour"], quantity=row["quantity"],
                 occurred_at=row["occurred_at"], ended_at=row["ended_at"], local_day=row["local_day"],
                 details={},
-            ), version, ctx)
+            )
+            # What was counted while this waited still wins: a reviewed copy is a duplicate, not a second credit.
+            capped = other_claims(judged, version, ctx) or caps(judged, version, ctx)
             verdict, quantity = capped.verdict, capped.credited_quantity
+            related = capped.related_activity
             if verdict == "credited":
                 code, params = "review-credited", {"note": note}
             else:
@@ -92,8 +96,9 @@ async def resolve(activity_id: uuid.UUID, decision: Decision, note: str, operato
         head, entry_ids = await append(conn, head, [entry] if entry else [])
         await conn.execute(
             """UPDATE activity SET verdict = $2, reason_code = $3, reason_params = $4::jsonb, credited_quantity = $5,
-                   credited_mg = $6, reviewed_by = $7, reviewed_at = now(), judged_at = now() WHERE id = $1""",
-            activity_id, verdict, code, msgspec.json.encode(params).decode(), quantity, mg, operator_id,
+                   credited_mg = $6, reviewed_by = $7, reviewed_at = now(), judged_at = now(), related_activity = $8
+               WHERE id = $1""",
+            activity_id, verdict, code, msgspec.json.encode(params).decode(), quantity, mg, operator_id, related,
         )
         events = [("activity.reviewed", {"activity_id": str(activity_id), "verdict": verdict, "code": code}, holder_id)]
         if entry is not None:

@@ -16,12 +16,18 @@ from typing import Any
 
 from wallet.methodology.catalogue import BehaviourVersion
 
-__all__ = ["COUNTED", "TIER_RANK", "Claim", "Context", "Decision", "Judged", "caps", "decide"]
+__all__ = [
+    "COUNTED", "REPORTED", "TIER_RANK", "Claim", "Context", "Decision", "Judged", "caps", "decide", "other_claims",
+]
 
 TIER_RANK = {"self_reported": 0, "device": 1, "verified": 2}
 REPORTING_WINDOW = timedelta(days=30)
 FUTURE_TOLERANCE = timedelta(minutes=5)
-COUNTED = ("credited", "partially_credited", "held")
+# What blocks a later claim of the same action. Held activities do not: a suspicious copy must not
+# stop the real report, and a held one is checked against the claims again when it is reviewed.
+COUNTED = ("credited", "partially_credited")
+# What a day's plausible total counts: everything not refused.
+REPORTED = ("credited", "partially_credited", "held")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +151,7 @@ def _trust(a: Judged, v: BehaviourVersion, ctx: Context) -> Decision | None:
     return None
 
 
-def _other_claims(a: Judged, v: BehaviourVersion, ctx: Context) -> Decision | None:
+def other_claims(a: Judged, v: BehaviourVersion, ctx: Context) -> Decision | None:
     window = timedelta(seconds=v.dedupe_window_s)
     mine = _interval(a.occurred_at, a.ended_at)
     for c in ctx.claims:
@@ -195,10 +201,12 @@ def decide(a: Judged, v: BehaviourVersion | None, ctx: Context, now: datetime) -
     decision = _static(a, v, now)
     if decision is None:
         assert v is not None
-        decision = _trust(a, v, ctx) or _other_claims(a, v, ctx) or caps(a, v, ctx)
+        # A copy of something already counted is a duplicate whoever sent it, before any question of trust.
+        decision = other_claims(a, v, ctx) or _trust(a, v, ctx) or caps(a, v, ctx)
     if v is not None and decision.verdict in COUNTED:
         ctx.claims.append(Claim(a.activity_id, a.sub_account_id, a.source, a.behaviour, a.occurred_at,
                                 a.ended_at, v.exclusivity_group))
+    if decision.verdict in REPORTED:
         ctx.reported_day[(a.behaviour, a.local_day)] += a.quantity
     if decision.credited_quantity:
         ctx.used_day[(a.behaviour, a.local_day)] += decision.credited_quantity
