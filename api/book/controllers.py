@@ -59,7 +59,8 @@ SELF_REPORT_LIMIT = RateLimit(60, 60)  # requests per minute per holder: the cap
 Verdict = Literal["received", "credited", "partially_credited", "duplicate", "rejected", "held"]
 EXPORT_COLUMNS = ("id", "seq", "kind", "local_day", "occurred_at", "behaviour", "behaviour_version",
                   "methodology_release", "category", "quantity", "reduction_mg", "energy", "source", "trust_tier",
-                  "activity_id", "reverses", "recorded_at", "prev_hash", "entry_hash")
+                  "activity_id", "event_id", "partner_id", "sub_account_id", "reverses", "recorded_at", "note",
+                  "prev_hash", "entry_hash")
 
 
 def _limit(limit: int) -> int:
@@ -70,12 +71,14 @@ def _limit(limit: int) -> int:
 
 def _entry(row: dict[str, Any]) -> EntryOut:
     return EntryOut(
-        id=row["id"], seq=row["seq"], kind=row["kind"], activity_id=row["activity"], reverses=row["reverses"],
-        sub_account_id=row["sub_account"], source=row["partner_name"] or SELF_SOURCE[1],
+        id=row["id"], seq=row["seq"], kind=row["kind"], activity_id=row["activity"], event_id=row["external_id"],
+        reverses=row["reverses"], sub_account_id=row["sub_account"], partner_id=row["partner"],
+        source=row["partner_name"] or "self",
         trust_tier=row["trust_tier"], behaviour=row["behaviour"], behaviour_version=row["behaviour_version"],
         methodology_release=row["methodology_release"], category=row["category"], quantity=row["quantity"],
         reduction_mg=row["reduction_mg"], energy=row["energy"], occurred_at=row["occurred_at"],
-        local_day=row["local_day"], recorded_at=row["recorded_at"], prev_hash=bytes(row["prev_hash"]).hex(),
+        local_day=row["local_day"], recorded_at=row["recorded_at"], note=row["note"],
+        prev_hash=bytes(row["prev_hash"]).hex(),
         entry_hash=bytes(row["entry_hash"]).hex(),
     )
 

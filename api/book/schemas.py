@@ -57,12 +57,17 @@ class DayPoint(msgspec.Struct, kw_only=True):
 
 
 class EntryOut(msgspec.Struct, kw_only=True):
+    """Every field the chain hashes is here (with `holder_id` = me), so an export alone is enough to
+    recompute each `entry_hash` from `prev_hash` (see wallet/book/chain.py for the byte layout)."""
+
     id: int
     seq: int
     kind: str
     activity_id: uuid.UUID
+    event_id: str
     reverses: int | None
     sub_account_id: uuid.UUID
+    partner_id: uuid.UUID | None
     source: str
     trust_tier: str
     behaviour: str
@@ -75,6 +80,7 @@ class EntryOut(msgspec.Struct, kw_only=True):
     occurred_at: datetime
     local_day: date
     recorded_at: datetime
+    note: str
     prev_hash: str
     entry_hash: str
 

@@ -96,7 +96,8 @@ async def daily_series(holder_id: uuid.UUID, first: date, last: date) -> list[di
     return out
 
 
-_ENTRY_COLUMNS = """e.id, e.seq, e.kind, e.activity, e.reverses, e.sub_account, p.name AS partner_name,
+_ENTRY_COLUMNS = """e.id, e.seq, e.kind, e.activity, a.external_id, e.reverses, e.sub_account, e.partner,
+    p.name AS partner_name, e.note,
     e.trust_tier, e.behaviour, e.behaviour_version, e.methodology_release, e.category, e.quantity, e.reduction_mg,
     e.energy, e.occurred_at, e.local_day, e.recorded_at, e.prev_hash, e.entry_hash"""
 
@@ -104,7 +105,8 @@ _ENTRY_COLUMNS = """e.id, e.seq, e.kind, e.activity, e.reverses, e.sub_account, 
 async def entries_page(holder_id: uuid.UUID, *, after_seq: int, limit: int) -> list[dict[str, Any]]:
     async with connection() as conn:
         rows = await conn.fetch(
-            f"""SELECT {_ENTRY_COLUMNS} FROM book_entry e LEFT JOIN partner p ON p.id = e.partner
+            f"""SELECT {_ENTRY_COLUMNS} FROM book_entry e JOIN activity a ON a.id = e.activity
+                LEFT JOIN partner p ON p.id = e.partner
                 WHERE e.holder = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3""",  # noqa: S608 - constant columns
             holder_id, after_seq, limit,
         )

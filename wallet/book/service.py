@@ -143,6 +143,10 @@ async def verify_holder(holder_id: uuid.UUID) -> Verification:
     async with connection() as conn:
         head = await conn.fetchrow("SELECT seq, head_hash, total_mg FROM book_head WHERE holder_id = $1", holder_id)
         rows = await conn.fetch(_ENTRIES, holder_id)
+        credited = await conn.fetch(
+            "SELECT id, credited_mg FROM activity WHERE holder = $1 AND verdict IN ('credited', 'partially_credited')",
+            holder_id,
+        )
     prev, total = genesis(holder_id), 0
 
     def broken(seq: int, reason: str) -> Verification:
@@ -175,6 +179,12 @@ async def verify_holder(holder_id: uuid.UUID) -> Verification:
         return broken(len(rows), "the chain head's hash is not the last entry's")
     if head is not None and head["total_mg"] != total:
         return broken(len(rows), f"the cached total {head['total_mg']} mg differs from the entries' {total} mg")
+    # Reconciliation (LEDGER L11): every activity judged credited has exactly its credit in the chain, so a
+    # cut tail with a rewound head still shows. (Against someone rewriting activities too: signed checkpoints.)
+    credits = {r["activity"]: r["reduction_mg"] for r in rows if r["kind"] == "credit"}
+    missing = [a for a in credited if credits.get(a["id"]) != a["credited_mg"]]
+    if missing:
+        return broken(len(rows) + 1, f"activity {missing[0]['id']} was credited but its entry is missing or differs")
     return Verification(holder_id, True, len(rows), total)
 
 
