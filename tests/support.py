@@ -208,17 +208,21 @@ def stop_quietly(*things: Any) -> None:
 
 
 async def deliver_pending_events() -> int:
-    """One relay pass with its handlers run in-process: what a worker does, without arq in between.
-    Needs the `db` fixture's pool."""
+    """Relay passes with their handlers run in-process until nothing is due: what a worker does, without arq
+    in between. One pass takes at most RELAY_BATCH_MAX events, oldest first, and every credited activity
+    records one, so a single pass may not reach the newest. Needs the `db` fixture's pool."""
     from api.events import EVENT_HANDLERS
     from wallet.outbox.service import handle_event, relay_due_events
 
-    queued: list[uuid.UUID] = []
+    delivered = 0
+    while True:
+        queued: list[uuid.UUID] = []
 
-    async def enqueue(event_id: uuid.UUID, attempt: int) -> None:
-        queued.append(event_id)
+        async def enqueue(event_id: uuid.UUID, attempt: int, queued: list[uuid.UUID] = queued) -> None:
+            queued.append(event_id)
 
-    await relay_due_events(enqueue, redeliver_after_s=0)
-    for event_id in queued:
-        await handle_event(event_id, EVENT_HANDLERS)
-    return len(queued)
+        if not await relay_due_events(enqueue, redeliver_after_s=0):
+            return delivered
+        for event_id in queued:  # each is marked handled, so the next pass moves on
+            await handle_event(event_id, EVENT_HANDLERS)
+        delivered += len(queued)

@@ -514,9 +514,14 @@ def _protected_operations(client: httpx.Client) -> list[tuple[str, str]]:
     for path, item in spec["paths"].items():
         for method, op in item.items():
             if _is_me(path) or op.get("security"):
+                # A value each path parameter's type accepts, so the request reaches the route (an integer
+                # id given a UUID would be an unmatched path, 404, and prove nothing about the token).
+                integers = {p["name"] for p in op.get("parameters", [])
+                            if p.get("in") == "path" and p.get("schema", {}).get("type") == "integer"}
                 concrete = re.sub(
                     r"\{(\w+)\}",
-                    lambda m: {"message_id": "1", "purpose": "client"}.get(m.group(1), str(uuid.uuid4())),
+                    lambda m, integers=integers: "1" if m.group(1) in integers
+                    else {"purpose": "client"}.get(m.group(1), str(uuid.uuid4())),
                     path,
                 )
                 out.append((method.upper(), concrete))

@@ -16,18 +16,45 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, assume, settings
 from schemathesis import Case
 from schemathesis.config import SchemathesisConfig
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.schemas import BaseSchema
-from schemathesis.specs.openapi.checks import allow_header_conformance
+from schemathesis.specs.openapi.checks import (
+    allow_header_conformance,
+    content_type_conformance,
+    negative_data_rejection,
+    positive_data_acceptance,
+)
 
+from tests.partner_support import activity, bearer, create_partner, link
 from tests.support import PASSWORD, Resident, assert_problem, register
 
 MAX_EXAMPLES = 25
 SEED = 20_251_121
 DESTRUCTIVE = {"logout", "deleteMyAccount", "changeMyPassword"}
+# Known product bugs, each pinned by a strict xfail test at the end of this file: the one check the bug trips
+# is left out for that one operation. Drop the entry when its test starts passing (strict xfail fails then).
+KNOWN_BUGS: dict[str, list[Any]] = {
+    "exportMyBook": [content_type_conformance],  # test_book_export_documents_the_content_types_it_sends
+    "reportMyActivities": [
+        negative_data_rejection,  # test_activity_fields_of_the_wrong_json_type_are_refused
+        positive_data_acceptance,  # test_a_self_report_batch_as_large_as_documented_is_accepted
+    ],
+}
+# Operations whose generated bodies may not carry U+0000: test_a_nul_character_is_refused_not_a_server_error.
+NUL_ANSWERS_500 = {"reportMyActivities"}
+
+
+def _carries_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_carries_nul(k) or _carries_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_carries_nul(v) for v in value)
+    return False
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +70,11 @@ def api_schema(base_url: str) -> BaseSchema:
             # page) is refused with a documented 422 problem. Everything else keeps the default set;
             # the 422 bodies are still checked against the documented Problem schema and content type.
             "positive_data_acceptance": {"expected-statuses": ["2xx", "401", "403", "404", "409", "422", "429"]},
+            # Invalid data must be refused; a body too large for the operation's documented size limit (413)
+            # is refused too (e.g. more activities than a batch may hold). Schemathesis's default list lacks
+            # 413; everything else is the default. A 2xx for invalid data still fails.
+            "negative_data_rejection": {"expected-statuses": ["400", "401", "403", "404", "405", "406", "409",
+                                                              "413", "415", "422", "428", "429", "5xx"]},
         },
     })
     return schemathesis.openapi.from_url(f"{base_url}/schema/openapi.json", config=config)
@@ -75,6 +107,8 @@ def _needs_token(case: Case) -> bool:
 @schema.parametrize()
 @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_operation_conforms_to_its_contract(case: Case, client: httpx.Client, contract_holder: Resident) -> None:
+    operation_id = case.operation.definition.raw.get("operationId", "")
+    assume(operation_id not in NUL_ANSWERS_500 or not _carries_nul(case.body))
     headers: dict[str, Any] | None = None
     if _needs_token(case):
         destructive = case.operation.definition.raw.get("operationId") in DESTRUCTIVE
@@ -82,7 +116,8 @@ def test_operation_conforms_to_its_contract(case: Case, client: httpx.Client, co
         headers = {"Authorization": f"Bearer {holder.access_token}"}
     # Allow on OPTIONS is excluded only because of litestar-org/litestar#4169 (fixed in Litestar 3 only);
     # `test_options_allow_header_lists_every_method` below tracks it and fails once the bug is gone.
-    case.call_and_validate(headers=headers, excluded_checks=[allow_header_conformance])
+    excluded = [allow_header_conformance, *KNOWN_BUGS.get(operation_id, [])]
+    case.call_and_validate(headers=headers, excluded_checks=excluded)
 
 
 def test_every_operation_is_exercised(api_schema: BaseSchema) -> None:
@@ -152,3 +187,87 @@ def test_options_allow_header_lists_every_method(client: httpx.Client) -> None:
     r = client.options("/v1/me")
     assert r.status_code == 204
     assert {m.strip() for m in r.headers["allow"].split(",")} == {"GET", "PATCH", "DELETE", "OPTIONS"}
+
+
+# --- known product bugs the generic run found, pinned one by one -----------------------------------------
+
+
+def _resolve(doc: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        target: Any = doc
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "product bug: GET /v1/me/book/export (api/book/controllers.py, BookController.export) streams "
+    "text/csv or application/x-ndjson, but the OpenAPI document gives its 200 response as application/json only"
+))
+def test_book_export_documents_the_content_types_it_sends(client: httpx.Client, contract_holder: Resident) -> None:
+    doc = client.get("/schema/openapi.json").json()
+    documented = set(doc["paths"]["/v1/me/book/export"]["get"]["responses"]["200"].get("content", {}))
+    for format_ in ("csv", "json"):
+        r = contract_holder.get("/v1/me/book/export", params={"format": format_})
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"].split(";")[0].strip() in documented, (format_, documented)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "product bug: POST /v1/me/activities (api/book/controllers.py, BookController.report) documents the "
+    "ActivityBatch schema (up to 1,000 activities) but keeps the app-wide 64 KiB body limit "
+    "(CW_REQUEST_BODY_MAX_BYTES) instead of the partner batches' 2 MiB, so a schema-valid batch of more than "
+    "about 350 ordinary activities is refused with 413"
+))
+def test_a_self_report_batch_as_large_as_documented_is_accepted(client: httpx.Client) -> None:
+    doc = client.get("/schema/openapi.json").json()
+    body = doc["paths"]["/v1/me/activities"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    most = _resolve(doc, _resolve(doc, body)["properties"]["activities"])["maxItems"]
+    holder = register(client)
+    r = holder.post("/v1/me/activities", json={"activities": [activity(behaviour="own_cup") for _ in range(most)]})
+    assert r.status_code == 200, r.text[:300]
+    assert len(r.json()["receipts"]) == most
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "product bug: Litestar's signature model converts JSON bodies with msgspec strict=False "
+    "(litestar/_signature/model.py), so ActivityIn (api/partners/schemas.py) takes a number for occurred_at / "
+    "ended_at (read as Unix seconds) and a string for quantity on POST /v1/partner/activities, "
+    "/v1/partner/activity and /v1/me/activities, where the documented schema says date-time string and "
+    "integer; only signed pushes decode strictly (msgspec.json.decode(..., strict=True)) and refuse them"
+))
+def test_activity_fields_of_the_wrong_json_type_are_refused(client: httpx.Client, base_url: str,
+                                                            operator: Resident) -> None:
+    token = link(client, base_url, register(client), create_partner(operator))["access_token"]
+    holder = register(client)
+    for wrong in ({"occurred_at": 1_700_000_000}, {"ended_at": 0}, {"quantity": "1"}):
+        item = {**activity(), **wrong}
+        for r in (
+            client.post("/v1/partner/activities", json={"activities": [item]}, headers=bearer(token)),
+            client.post("/v1/partner/activity", json=item, headers=bearer(token)),
+            holder.post("/v1/me/activities", json={"activities": [{**item, "behaviour": "own_cup"}]}),
+        ):
+            assert_problem(r, 400, "invalid-request")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "product bug: a U+0000 in an activity's behaviour or anywhere in its details passes validation, then "
+    "PostgreSQL refuses it (text and jsonb cannot hold NUL: UntranslatableCharacterError in "
+    "wallet/intake/judge.py _insert), so the whole request answers 500 instead of a 4xx problem; now that "
+    "rejected activities are stored, an unknown behaviour reaches the insert too"
+))
+def test_a_nul_character_is_refused_not_a_server_error(client: httpx.Client, base_url: str,
+                                                       operator: Resident) -> None:
+    token = link(client, base_url, register(client), create_partner(operator))["access_token"]
+    holder = register(client)
+    for change in ({"behaviour": "no_disposable\u0000cutlery"}, {"details": {"note": "a\u0000b"}},
+                   {"details": {"a\u0000": 1}}):
+        item = {**activity(), **change}
+        for r in (
+            client.post("/v1/partner/activities", json={"activities": [item]}, headers=bearer(token)),
+            client.post("/v1/partner/activity", json=item, headers=bearer(token)),
+            holder.post("/v1/me/activities", json={"activities": [item]}),
+        ):
+            assert r.status_code in (400, 422), (change, r.status_code, r.text)
+            assert_problem(r, r.status_code)

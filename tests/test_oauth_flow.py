@@ -97,7 +97,7 @@ async def test_linking_and_unlinking_reach_the_inbox_and_the_export(
     token = link(client, base_url, resident, partner)
     reported = client.post("/v1/partner/activities", headers=bearer(token["access_token"]),
                            json={"activities": [activity("order-1", details={"order_total_fen": 3200})]})
-    assert reported.json()["accepted"] == 1
+    assert reported.json()["credited"] == 1 and reported.json()["receipts"][0]["verdict"] == "credited"
     assert resident.delete(f"/v1/me/accounts/{token['sub_account_id']}").status_code == 204
     await deliver_pending_events()
 
@@ -116,6 +116,7 @@ async def test_linking_and_unlinking_reach_the_inbox_and_the_export(
     assert export["activities"][0]["event_id"] == "order-1"
     assert export["activities"][0]["source_status"] == "unlinked"
     assert export["activities"][0]["details"] == {"order_total_fen": 3200}
+    assert (export["activities"][0]["verdict"], export["activities"][0]["reason_code"]) == ("credited", "credited")
 
 
 def test_redirect_uri_may_be_left_out_when_only_one_is_registered(
@@ -164,7 +165,14 @@ async def test_the_database_keeps_reported_activities_and_consents(
                 await conn.execute(statement, receipt["activity_id"])
         with pytest.raises(asyncpg.RestrictViolationError):
             await conn.execute("DELETE FROM consent WHERE sub_account = $1", token["sub_account_id"])
-        await conn.execute("UPDATE activity SET status = 'received' WHERE id = $1", receipt["activity_id"])
+        # A given verdict is final too (only one held for review moves once more)...
+        assert receipt["verdict"] == "credited"
+        with pytest.raises(asyncpg.RestrictViolationError):
+            await conn.execute("UPDATE activity SET verdict = 'received' WHERE id = $1", receipt["activity_id"])
+        # ...while the judgement's own columns stay writable: the triggers guard facts, not every update.
+        assert await conn.execute("UPDATE activity SET judged_at = judged_at WHERE id = $1",
+                                  receipt["activity_id"]) == "UPDATE 1"
+        assert await conn.fetchval("SELECT verdict FROM activity WHERE id = $1", receipt["activity_id"]) == "credited"
 
 
 def test_the_behaviour_catalogue_is_public(client: httpx.Client) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from api.events import EVENT_HANDLERS
-from tests.support import WorkerProcess, free_port, unique_email
+from tests.support import WorkerProcess, deliver_pending_events, free_port, unique_email
 from wallet.db import connection, engine
 from wallet.outbox.service import Event, handle_event, record_event, relay_due_events
 
@@ -79,6 +79,9 @@ async def test_a_failing_handler_leaves_no_trace_and_is_retried(db: object) -> N
 
 
 async def test_relay_keeps_events_when_the_queue_is_down(db: object) -> None:
+    # Earlier tests leave events (one per credited activity); the relay takes the oldest first, at most
+    # RELAY_BATCH_MAX per pass, so deliver those first and this pass sees this test's event.
+    await deliver_pending_events()
     async with engine().transaction():
         event_id = await record_event(f"test.relay.{uuid.uuid4().hex[:8]}", {})
 
@@ -104,6 +107,7 @@ async def test_relay_keeps_events_when_the_queue_is_down(db: object) -> None:
 
 async def test_relay_marks_events_nobody_subscribes_to_without_a_job(db: object) -> None:
     wanted, unwanted = f"test.wanted.{uuid.uuid4().hex[:8]}", f"test.unwanted.{uuid.uuid4().hex[:8]}"
+    await deliver_pending_events()  # as above: this relay pass must reach this test's events
     async with engine().transaction():
         wanted_id = await record_event(wanted, {})
         unwanted_id = await record_event(unwanted, {})

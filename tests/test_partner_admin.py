@@ -189,7 +189,9 @@ def test_patch_changes_take_effect_at_once(client: httpx.Client, base_url: str, 
     both = [activity(), activity(behaviour="parcel_box_reuse")]
     got = client.post("/v1/partner/activities", json={"activities": both},
                       headers={"Authorization": f"Bearer {token}"}).json()
-    assert [x["code"] for x in got["receipts"]] == ["behaviour-not-allowed", None]
+    assert [(x["verdict"], x["code"]) for x in got["receipts"]] == [
+        ("rejected", "behaviour-not-allowed"), ("credited", "credited"),
+    ]
 
     assert_problem(operator.patch(one, json={"client_type": "public"}), 400, "invalid-request")
     bad = assert_problem(operator.patch(one, json={"redirect_uris": ["http://example.com/cb"]}), 422, "invalid-partner")
@@ -273,7 +275,7 @@ def test_cli_manages_partners_and_roles(client: httpx.Client, base_url: str, ope
     partner = Partner(created["partner"]["id"], client_id, created["client_secret"], created["webhook_secret"])
     sub = link(client, base_url, register(client), partner, scopes=["activities:write"])["sub_account_id"]
     pushed = signed_push(client, partner, [{**activity(behaviour="parcel_box_reuse"), "sub_account_id": sub}])
-    assert pushed.status_code == 200 and pushed.json()["accepted"] == 1, pushed.text
+    assert pushed.status_code == 200 and pushed.json()["credited"] == 1, pushed.text
 
     suspended = cli("partner", "suspend", client_id, "--reason", "test")
     assert suspended.returncode == 0 and f"{client_id}: suspended" in suspended.stdout

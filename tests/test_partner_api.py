@@ -1,8 +1,9 @@
 """The partner API as partners see it: reporting with bearer tokens, signed pushes, rate limits and quotas.
 
 Why: partners are other companies' servers retrying on their own schedule, so every report must be
-idempotent by event id, every refusal must carry a code a machine can act on, one partner must never see
-or write another's residents, and a partner's limits must hold across all API worker processes.
+idempotent by event id (a retry gets the stored verdict back), every verdict must carry a code a machine can
+act on and a reason the resident can read, one partner must never see or write another's residents, and a
+partner's limits must hold across all API worker processes.
 Everything runs against the real API process, PostgreSQL and Valkey.
 """
 
@@ -43,10 +44,27 @@ def reported(client: httpx.Client, token: str, *items: dict[str, Any]) -> dict[s
     return r.json()
 
 
-def book(client: httpx.Client, token: str) -> int:
+def book_of(client: httpx.Client, token: str) -> dict[str, Any]:
     r = client.get("/v1/partner/book", headers=bearer(token))
     assert r.status_code == 200, r.text
-    return r.json()["activities"]
+    return r.json()
+
+
+def book(client: httpx.Client, token: str) -> int:
+    """How many activities this partner reported for the resident, whatever their verdict."""
+    return book_of(client, token)["activities"]
+
+
+def credited(client: httpx.Client, token: str) -> tuple[int, int]:
+    """(credited activities, reduction in mg) the resident's book holds from this partner."""
+    shown = book_of(client, token)
+    return shown["credited_activities"], shown["reduction_mg"]
+
+
+def tally(body: dict[str, Any]) -> tuple[int, int, int, int, int, int]:
+    """A batch's counts: (credited, partially_credited, duplicate, rejected, held, conflicts)."""
+    return (body["credited"], body["partially_credited"], body["duplicate"], body["rejected"], body["held"],
+            body["conflicts"])
 
 
 def at(delta: timedelta) -> str:
@@ -68,42 +86,66 @@ def random_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+# Factors of the current catalogue (wallet/methodology/catalogue.toml), in mg CO2e per unit, written out
+# here rather than read from the catalogue so that a changed factor shows up as a failing test.
+CUTLERY_MG = 15_943  # no_disposable_cutlery: daily cap 5 orders per resident
+PARCEL_BOX_MG = 37_000  # parcel_box_reuse: daily cap 10 boxes per resident
+CREDITED_REASON = {"zh-CN": "已计入碳账本。", "en": "Counted in your carbon book."}
+
+
 # --- 1. Reporting -------------------------------------------------------------------------------------
 
 
-def test_same_event_id_is_a_duplicate_and_different_content_is_refused(
+def test_same_event_id_replays_the_verdict_and_different_content_is_refused(
     client: httpx.Client, base_url: str, operator: Resident
 ) -> None:
     token = linked(client, base_url, operator)
     item = activity()
     first = reported(client, token, item)
-    accepted = first["receipts"][0]
-    assert (first["accepted"], first["duplicates"], first["refused"]) == (1, 0, 0)
-    assert (accepted["status"], accepted["event_id"], accepted["code"]) == ("accepted", item["event_id"], None)
+    receipt = first["receipts"][0]
+    assert tally(first) == (1, 0, 0, 0, 0, 0)
+    assert receipt["activity_id"]
+    assert receipt == {
+        "event_id": item["event_id"], "activity_id": receipt["activity_id"], "verdict": "credited", "code": "credited",
+        "reason": CREDITED_REASON, "credited_quantity": 1, "credited_mg": CUTLERY_MG, "replayed": False,
+    }
+    # The same report again gets the stored verdict back, marked as a replay; nothing is credited twice.
     again = reported(client, token, item)
-    replay = again["receipts"][0]
-    assert (again["accepted"], again["duplicates"]) == (0, 1)
-    assert (replay["status"], replay["activity_id"]) == ("duplicate", accepted["activity_id"])
-    changed = reported(client, token, {**item, "quantity": 2})["receipts"][0]
-    assert (changed["status"], changed["code"]) == ("refused", "event-id-reused")
+    assert again["receipts"][0] == {**receipt, "replayed": True}
+    assert tally(again) == (1, 0, 0, 0, 0, 0)  # the counts describe the receipts, replays included
+    changed = reported(client, token, {**item, "quantity": 2})
+    assert changed["receipts"][0] == {
+        "event_id": item["event_id"], "activity_id": receipt["activity_id"], "verdict": None,
+        "code": "event-id-reused", "reason": {"zh-CN": "这个事件编号已用于另一条不同的记录。",
+                                              "en": "This event id was already used for a different report."},
+        "credited_quantity": 0, "credited_mg": 0, "replayed": False,
+    }
+    assert tally(changed) == (0, 0, 0, 0, 0, 1)
     assert book(client, token) == 1
+    assert credited(client, token) == (1, CUTLERY_MG)
 
 
 def test_a_batch_may_repeat_an_event_id(client: httpx.Client, base_url: str, operator: Resident) -> None:
     token = linked(client, base_url, operator)
     a, b = activity(), activity()
     body = reported(client, token, a, a, {**a, "quantity": 3}, b)
-    statuses = [(r["event_id"], r["status"], r["code"]) for r in body["receipts"]]
-    assert statuses == [
-        (a["event_id"], "accepted", None), (a["event_id"], "duplicate", "already-received"),
-        (a["event_id"], "refused", "event-id-reused"), (b["event_id"], "accepted", None),
+    verdicts = [(r["event_id"], r["verdict"], r["code"], r["replayed"]) for r in body["receipts"]]
+    assert verdicts == [
+        (a["event_id"], "credited", "credited", False), (a["event_id"], "credited", "credited", True),
+        (a["event_id"], None, "event-id-reused", False), (b["event_id"], "credited", "credited", False),
     ]
-    assert body["receipts"][0]["activity_id"] == body["receipts"][1]["activity_id"]
-    assert (body["accepted"], body["duplicates"], body["refused"]) == (2, 1, 1)
+    ids = [r["activity_id"] for r in body["receipts"]]
+    assert ids[0] == ids[1] == ids[2] and ids[3] not in (None, ids[0])
+    assert [r["credited_mg"] for r in body["receipts"]] == [CUTLERY_MG, CUTLERY_MG, 0, CUTLERY_MG]
+    assert tally(body) == (3, 0, 0, 0, 0, 1)  # a's replay is counted with its stored verdict
     assert book(client, token) == 2
+    assert credited(client, token) == (2, 2 * CUTLERY_MG)
 
 
-def test_refusals_carry_a_code_and_store_nothing(client: httpx.Client, base_url: str, operator: Resident) -> None:
+def test_rejections_carry_a_code_and_a_reason_and_credit_nothing(
+    client: httpx.Client, base_url: str, operator: Resident
+) -> None:
+    """Judged and kept (the resident sees what was reported and why it did not count), but never credited."""
     token = linked(client, base_url, operator)
     cases = {
         "behaviour-not-allowed": activity(behaviour="shared_bike_ride"),  # in the catalogue, not allowed here
@@ -113,10 +155,21 @@ def test_refusals_carry_a_code_and_store_nothing(client: httpx.Client, base_url:
         "invalid-interval": activity(occurred_at=at(-timedelta(hours=1)), ended_at=at(-timedelta(hours=2))),
     }
     body = reported(client, token, *cases.values())
-    assert [r["code"] for r in body["receipts"]] == list(cases)
-    assert all(r["status"] == "refused" and r["activity_id"] is None and r["detail"] for r in body["receipts"])
-    assert body["refused"] == len(cases)
-    assert book(client, token) == 0
+    receipts = body["receipts"]
+    assert [r["code"] for r in receipts] == list(cases)
+    assert all(r["verdict"] == "rejected" and r["activity_id"] and not r["replayed"] for r in receipts)
+    assert all(r["credited_quantity"] == r["credited_mg"] == 0 and r["reason"]["zh-CN"] for r in receipts)
+    assert len({r["activity_id"] for r in receipts}) == len(cases)
+    assert [r["reason"]["en"] for r in receipts] == [
+        "Test Platform is not allowed to report this kind of action.",
+        "“teleportation” is not in the methodology catalogue, so it cannot be counted.",
+        "It is dated in the future, so it cannot be counted.",
+        "It was reported more than 30 days after it happened, too late to count.",
+        "It ends before it starts.",
+    ]
+    assert tally(body) == (0, 0, 0, len(cases), 0, 0)
+    assert book(client, token) == len(cases)
+    assert credited(client, token) == (0, 0)
 
 
 def test_malformed_batches_are_400_problems(client: httpx.Client, base_url: str, operator: Resident) -> None:
@@ -130,19 +183,34 @@ def test_malformed_batches_are_400_problems(client: httpx.Client, base_url: str,
     for body in bodies:
         assert_problem(client.post("/v1/partner/activities", json=body, headers=bearer(token)), 400, "invalid-request")
     assert book(client, token) == 0
-    # A thousand is the most one request may carry.
+    # A thousand is the most one request may carry: every one is stored and judged. All are the same
+    # resident's cutlery on one day, so the daily cap of 5 credits the first five and rejects the rest.
     thousand = reported(client, token, *(activity() for _ in range(1000)))
-    assert thousand["accepted"] == 1000 and len(thousand["receipts"]) == 1000
+    receipts = thousand["receipts"]
+    assert len(receipts) == 1000 and len({r["activity_id"] for r in receipts} - {None}) == 1000
+    assert [r["verdict"] for r in receipts[:5]] == ["credited"] * 5
+    assert {(r["verdict"], r["code"]) for r in receipts[5:]} == {("rejected", "daily-cap-reached")}
+    assert tally(thousand) == (5, 0, 0, 995, 0, 0)
     assert book(client, token) == 1000
+    assert credited(client, token) == (5, 5 * CUTLERY_MG)
 
 
 def test_book_and_accounts_count_per_source(client: httpx.Client, base_url: str, operator: Resident) -> None:
-    a, b, resident = create_partner(operator), create_partner(operator), register(client)
+    a, b = create_partner(operator, name_en="Platform A"), create_partner(operator, name_en="Platform B")
+    resident = register(client)
     token_a, token_b = link(client, base_url, resident, a), link(client, base_url, resident, b)
-    assert reported(client, token_a["access_token"], activity(), activity())["accepted"] == 2
-    assert reported(client, token_b["access_token"], *(activity() for _ in range(3)))["accepted"] == 3
+    assert tally(reported(client, token_a["access_token"], activity(), activity())) == (2, 0, 0, 0, 0, 0)
+    # B reports two boxes, and the cutlery of an order A already counted minutes ago: it counts once.
+    from_b = reported(client, token_b["access_token"], *(activity(behaviour="parcel_box_reuse") for _ in range(2)),
+                      activity())
+    assert tally(from_b) == (2, 0, 1, 0, 0, 0)
+    again = from_b["receipts"][2]
+    assert (again["verdict"], again["code"], again["credited_mg"]) == ("duplicate", "already-counted", 0)
+    assert again["activity_id"] and again["reason"]["en"].startswith("Already counted from Platform A at ")
     assert book(client, token_a["access_token"]) == 2
     assert book(client, token_b["access_token"]) == 3
+    assert credited(client, token_a["access_token"]) == (2, 2 * CUTLERY_MG)
+    assert credited(client, token_b["access_token"]) == (2, 2 * PARCEL_BOX_MG)  # never A's activities
 
     mine = accounts(resident)
     subs = {s["id"]: s for s in mine["sub_accounts"]}
@@ -183,7 +251,9 @@ def test_a_token_acts_only_for_the_resident_who_granted_it(
     assert mine["primary"]["activities"] == 1
     # B cannot reach the first resident by naming A's sub-account in a signed push either.
     refused = signed_push(client, b, [{**activity(), "sub_account_id": first_a["sub_account_id"]}])
-    assert refused.json()["receipts"][0]["code"] == "not-linked"
+    assert [(r["verdict"], r["code"], r["activity_id"]) for r in refused.json()["receipts"]] == [
+        ("rejected", "not-linked", None)
+    ]
     assert accounts(first)["primary"]["activities"] == 1
 
 
@@ -191,13 +261,15 @@ def test_an_unlinked_resident_refuses_further_reports(client: httpx.Client, base
     partner, resident = create_partner(operator), register(client)
     tokens = link(client, base_url, resident, partner)
     token, sub_id = tokens["access_token"], tokens["sub_account_id"]
-    assert reported(client, token, activity(), activity())["accepted"] == 2
+    assert tally(reported(client, token, activity(), activity())) == (2, 0, 0, 0, 0, 0)
 
     assert resident.delete(f"/v1/me/accounts/{sub_id}").status_code == 204
     assert_problem(report(client, token, activity()), 403, "resident-unlinked")
     assert_problem(client.get("/v1/partner/book", headers=bearer(token)), 403, "resident-unlinked")
     pushed = signed_push(client, partner, [{**activity(), "sub_account_id": sub_id}])
-    assert pushed.json()["receipts"][0]["code"] == "not-linked"
+    assert [(r["verdict"], r["code"], r["activity_id"]) for r in pushed.json()["receipts"]] == [
+        ("rejected", "not-linked", None)
+    ]
 
     mine = accounts(resident)
     sub = next(s for s in mine["sub_accounts"] if s["id"] == sub_id)
@@ -235,7 +307,7 @@ def pushing(client: httpx.Client, base_url: str, operator: Resident) -> dict[str
     return {"partner": partner, "tokens": tokens, "unlinked": gone_sub, "foreign": foreign}
 
 
-def test_push_for_linked_residents_is_accepted(client: httpx.Client, pushing: dict[str, Any]) -> None:
+def test_push_for_linked_residents_is_credited(client: httpx.Client, pushing: dict[str, Any]) -> None:
     """Signed with several `v1,` entries of which one matches, as a partner rotating its secret would."""
     first, second = pushing["tokens"]
     before = [book(client, t["access_token"]) for t in (first, second)]
@@ -243,7 +315,7 @@ def test_push_for_linked_residents_is_accepted(client: httpx.Client, pushing: di
     items = [item_for(first["sub_account_id"]), item_for(second["sub_account_id"])]
     r = signed_push(client, pushing["partner"], items, secrets_=keys)
     assert r.status_code == 200, r.text
-    assert r.json()["accepted"] == 2 and all(x["activity_id"] for x in r.json()["receipts"])
+    assert tally(r.json()) == (2, 0, 0, 0, 0, 0) and all(x["activity_id"] for x in r.json()["receipts"])
     assert [book(client, t["access_token"]) for t in (first, second)] == [n + 1 for n in before]
 
 
@@ -252,9 +324,11 @@ def test_push_refuses_every_foreign_sub_account_alike(client: httpx.Client, push
     items = [item_for(pushing["foreign"]), item_for(pushing["unlinked"]), item_for(str(uuid.uuid4())), item_for(ours)]
     body = signed_push(client, pushing["partner"], items).json()
     refused = body["receipts"][:3]
-    assert [r["code"] for r in refused] == ["not-linked"] * 3
-    assert len({r["detail"] for r in refused}) == 1  # nothing tells a foreign resident from a random id
-    assert body["receipts"][3]["status"] == "accepted" and body["accepted"] == 1
+    assert [(r["verdict"], r["code"], r["activity_id"]) for r in refused] == [("rejected", "not-linked", None)] * 3
+    # Nothing tells a foreign resident from a random id.
+    assert len({(r["reason"]["zh-CN"], r["reason"]["en"]) for r in refused}) == 1 and refused[0]["reason"]["en"]
+    assert body["receipts"][3]["verdict"] == "credited" and body["receipts"][3]["activity_id"]
+    assert tally(body) == (1, 0, 0, 3, 0, 0)
 
 
 def test_push_signature_failures(client: httpx.Client, pushing: dict[str, Any]) -> None:
@@ -316,7 +390,7 @@ def test_a_suspended_partner_cannot_push(client: httpx.Client, base_url: str, op
         assert_problem(report(client, tokens["access_token"], activity()), 403, "partner-suspended")
     finally:
         assert operator.post(status, json={"status": "active"}).status_code == 200
-    assert signed_push(client, partner, [item_for(tokens["sub_account_id"])]).json()["accepted"] == 1
+    assert signed_push(client, partner, [item_for(tokens["sub_account_id"])]).json()["credited"] == 1
 
 
 def test_a_push_refused_before_its_receipt_can_be_sent_again(client: httpx.Client, pushing: dict[str, Any]) -> None:
@@ -328,7 +402,7 @@ def test_a_push_refused_before_its_receipt_can_be_sent_again(client: httpx.Clien
     late = signed_push(client, partner, [item_for(sub)], message_id=message_id, timestamp=int(time.time()) - 400)
     assert_problem(late, 401, "signature-expired")
     fixed = signed_push(client, partner, [item_for(sub)], message_id=message_id)
-    assert fixed.status_code == 200 and fixed.json()["accepted"] == 1, fixed.text
+    assert fixed.status_code == 200 and fixed.json()["credited"] == 1, fixed.text
 
 
 def test_a_replayed_push_does_not_use_the_daily_quota(client: httpx.Client, base_url: str, operator: Resident) -> None:
@@ -351,7 +425,9 @@ def test_a_deleted_resident_cannot_be_pushed_to(client: httpx.Client, base_url: 
     assert_problem(report(client, tokens["access_token"], activity()), 401, "token-revoked")  # the token path agrees
     pushed = signed_push(client, partner, [item_for(tokens["sub_account_id"])])
     assert pushed.status_code == 200, pushed.text
-    assert pushed.json()["receipts"][0]["code"] == "not-linked"
+    assert [(r["verdict"], r["code"], r["activity_id"]) for r in pushed.json()["receipts"]] == [
+        ("rejected", "not-linked", None)
+    ]
 
 
 # --- 4. Webhook secret rotation -----------------------------------------------------------------------
@@ -433,19 +509,23 @@ def test_per_minute_limit_holds_across_two_worker_processes(
 
 
 def test_daily_quota_is_all_or_nothing(client: httpx.Client, base_url: str, operator: Resident) -> None:
+    """The quota counts activities received, whatever their verdict: a rejected one uses it too."""
     token = linked(client, base_url, operator, daily_quota=10)
-    first = reported(client, token, *(activity() for _ in range(6)))
-    assert first["accepted"] == 6 and first["quota_remaining_today"] == 4
+    boxes = [activity(behaviour="parcel_box_reuse") for _ in range(5)]
+    first = reported(client, token, *boxes, activity(behaviour="teleportation"))
+    assert tally(first) == (5, 0, 0, 1, 0, 0) and first["quota_remaining_today"] == 4
 
     over = report(client, token, *(activity() for _ in range(5)))
     body = assert_problem(over, 429, "daily-quota-exceeded")
     assert 1 <= int(over.headers["retry-after"]) <= 86400 and body["retry_after_s"] == int(over.headers["retry-after"])
     assert book(client, token) == 6  # nothing of the refused batch was stored
+    assert credited(client, token) == (5, 5 * PARCEL_BOX_MG)
 
     last = reported(client, token, *(activity() for _ in range(4)))
-    assert last["accepted"] == 4 and last["quota_remaining_today"] == 0
+    assert tally(last) == (4, 0, 0, 0, 0, 0) and last["quota_remaining_today"] == 0
     assert_problem(report(client, token, activity()), 429, "daily-quota-exceeded")
     assert book(client, token) == 10
+    assert credited(client, token) == (9, 5 * PARCEL_BOX_MG + 4 * CUTLERY_MG)
 
 
 # --- 6. Concurrency -----------------------------------------------------------------------------------
@@ -460,11 +540,15 @@ async def test_concurrent_reports_of_one_event_store_one_row(
                    lambda http: http.post("/v1/partner/activities", json={"activities": [item]}, headers=bearer(token)))
     assert all(r.status_code == 200 for r in results), [r.text for r in results if r.status_code != 200]
     receipts = [r.json()["receipts"][0] for r in results]
-    assert Counter(x["status"] for x in receipts) == {"accepted": 1, "duplicate": 19}
-    assert len({x["activity_id"] for x in receipts}) == 1
+    assert Counter((x["verdict"], x["replayed"]) for x in receipts) == {("credited", False): 1, ("credited", True): 19}
+    assert len({x["activity_id"] for x in receipts}) == 1 and receipts[0]["activity_id"]
+    assert {x["credited_mg"] for x in receipts} == {CUTLERY_MG}
     async with connection() as conn:
-        rows = await conn.fetchval("SELECT count(*) FROM activity WHERE external_id = $1", item["event_id"])
-    assert rows == 1
+        rows = await conn.fetch("SELECT verdict FROM activity WHERE external_id = $1", item["event_id"])
+        entries = await conn.fetchval("SELECT count(*) FROM book_entry WHERE activity = $1",
+                                      uuid.UUID(receipts[0]["activity_id"]))
+    assert [r["verdict"] for r in rows] == ["credited"]
+    assert entries == 1  # credited once, whichever request won
 
 
 async def test_concurrent_pushes_with_one_webhook_id(
