@@ -382,7 +382,7 @@ async def test_every_hash_and_amount_can_be_recomputed_from_the_api(client: http
 async def test_the_export_alone_is_enough_to_recompute_the_chain(client: httpx.Client,
                                                                  partner: dict[str, Any]) -> None:
     b = await booked(client, partner, BOOK[:2])
-    r = b.resident.get("/v1/me/book/export", params={"format": "json"})
+    r = b.resident.get("/v1/me/book/export/jsonl")
     prev = genesis(b.holder_id)
     for e in (json.loads(line) for line in r.text.splitlines()):
         prev = chain_hash(prev, rebuilt(b.holder_id, e, event_id=e["event_id"], partner_id=e["partner_id"],
@@ -409,7 +409,7 @@ async def test_the_export_carries_the_same_chain_in_csv_and_json_lines(client: h
         assert row == ["" if e[column] is None else str(e[column]) for column in EXPORT_HEADER]
         assert e["source"] == partner["name"]
 
-    r = b.resident.get("/v1/me/book/export", params={"format": "json"})
+    r = b.resident.get("/v1/me/book/export/jsonl")
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("application/x-ndjson")
     lines = [json.loads(line, parse_float=refuse_float) for line in r.text.splitlines()]
@@ -419,7 +419,7 @@ async def test_the_export_carries_the_same_chain_in_csv_and_json_lines(client: h
 async def test_no_book_response_carries_a_float(client: httpx.Client, partner: dict[str, Any]) -> None:
     b = await booked(client, partner)
     for path in ("/v1/me/book", "/v1/me/book/entries", "/v1/me/book/days", "/v1/me/book/verify",
-                 "/v1/me/activities", "/v1/me/book/export?format=json"):
+                 "/v1/me/activities", "/v1/me/book/export/jsonl"):
         r = b.resident.get(path)
         assert r.status_code == 200, (path, r.text)
         for line in r.text.splitlines():

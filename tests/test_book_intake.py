@@ -365,7 +365,8 @@ def test_batch_judges_each_item_and_replays(client: httpx.Client, linked: Linker
     ]
     r = got["receipts"]
     assert (r[3]["replayed"], r[3]["activity_id"]) == (True, r[0]["activity_id"])
-    assert (got["credited"], got["partially_credited"], got["rejected"], got["conflicts"]) == (2, 1, 2, 1)
+    assert got["replayed"] == 1  # the repeat inside the batch is answered with the first verdict, not counted again
+    assert (got["credited"], got["partially_credited"], got["rejected"], got["conflicts"]) == (1, 1, 2, 1)
     assert len(mine(resident)) == 4  # the repeat and the conflict add nothing
     # Replaying the whole batch answers the stored verdicts, even though the day is now capped.
     again = src.batch(good, capped)["receipts"]

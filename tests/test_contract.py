@@ -23,9 +23,6 @@ from schemathesis.core.parameters import ParameterLocation
 from schemathesis.schemas import BaseSchema
 from schemathesis.specs.openapi.checks import (
     allow_header_conformance,
-    content_type_conformance,
-    negative_data_rejection,
-    positive_data_acceptance,
 )
 
 from tests.partner_support import activity, bearer, create_partner, link
@@ -36,15 +33,9 @@ SEED = 20_251_121
 DESTRUCTIVE = {"logout", "deleteMyAccount", "changeMyPassword"}
 # Known product bugs, each pinned by a strict xfail test at the end of this file: the one check the bug trips
 # is left out for that one operation. Drop the entry when its test starts passing (strict xfail fails then).
-KNOWN_BUGS: dict[str, list[Any]] = {
-    "exportMyBook": [content_type_conformance],  # test_book_export_documents_the_content_types_it_sends
-    "reportMyActivities": [
-        negative_data_rejection,  # test_activity_fields_of_the_wrong_json_type_are_refused
-        positive_data_acceptance,  # test_a_self_report_batch_as_large_as_documented_is_accepted
-    ],
-}
+KNOWN_BUGS: dict[str, list[Any]] = {}
 # Operations whose generated bodies may not carry U+0000: test_a_nul_character_is_refused_not_a_server_error.
-NUL_ANSWERS_500 = {"reportMyActivities"}
+NUL_ANSWERS_500: set[str] = set()
 
 
 def _carries_nul(value: Any) -> bool:
@@ -201,25 +192,15 @@ def _resolve(doc: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: GET /v1/me/book/export (api/book/controllers.py, BookController.export) streams "
-    "text/csv or application/x-ndjson, but the OpenAPI document gives its 200 response as application/json only"
-))
 def test_book_export_documents_the_content_types_it_sends(client: httpx.Client, contract_holder: Resident) -> None:
     doc = client.get("/schema/openapi.json").json()
-    documented = set(doc["paths"]["/v1/me/book/export"]["get"]["responses"]["200"].get("content", {}))
-    for format_ in ("csv", "json"):
-        r = contract_holder.get("/v1/me/book/export", params={"format": format_})
+    for path in ("/v1/me/book/export", "/v1/me/book/export/jsonl"):
+        documented = {c.split(";")[0].strip() for c in doc["paths"][path]["get"]["responses"]["200"]["content"]}
+        r = contract_holder.get(path)
         assert r.status_code == 200, r.text
-        assert r.headers["content-type"].split(";")[0].strip() in documented, (format_, documented)
+        assert r.headers["content-type"].split(";")[0].strip() in documented, (path, documented)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: POST /v1/me/activities (api/book/controllers.py, BookController.report) documents the "
-    "ActivityBatch schema (up to 1,000 activities) but keeps the app-wide 64 KiB body limit "
-    "(CW_REQUEST_BODY_MAX_BYTES) instead of the partner batches' 2 MiB, so a schema-valid batch of more than "
-    "about 350 ordinary activities is refused with 413"
-))
 def test_a_self_report_batch_as_large_as_documented_is_accepted(client: httpx.Client) -> None:
     doc = client.get("/schema/openapi.json").json()
     body = doc["paths"]["/v1/me/activities"]["post"]["requestBody"]["content"]["application/json"]["schema"]
@@ -230,13 +211,6 @@ def test_a_self_report_batch_as_large_as_documented_is_accepted(client: httpx.Cl
     assert len(r.json()["receipts"]) == most
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: Litestar's signature model converts JSON bodies with msgspec strict=False "
-    "(litestar/_signature/model.py), so ActivityIn (api/partners/schemas.py) takes a number for occurred_at / "
-    "ended_at (read as Unix seconds) and a string for quantity on POST /v1/partner/activities, "
-    "/v1/partner/activity and /v1/me/activities, where the documented schema says date-time string and "
-    "integer; only signed pushes decode strictly (msgspec.json.decode(..., strict=True)) and refuse them"
-))
 def test_activity_fields_of_the_wrong_json_type_are_refused(client: httpx.Client, base_url: str,
                                                             operator: Resident) -> None:
     token = link(client, base_url, register(client), create_partner(operator))["access_token"]
@@ -251,12 +225,6 @@ def test_activity_fields_of_the_wrong_json_type_are_refused(client: httpx.Client
             assert_problem(r, 400, "invalid-request")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: a U+0000 in an activity's behaviour or anywhere in its details passes validation, then "
-    "PostgreSQL refuses it (text and jsonb cannot hold NUL: UntranslatableCharacterError in "
-    "wallet/intake/judge.py _insert), so the whole request answers 500 instead of a 4xx problem; now that "
-    "rejected activities are stored, an unknown behaviour reaches the insert too"
-))
 def test_a_nul_character_is_refused_not_a_server_error(client: httpx.Client, base_url: str,
                                                        operator: Resident) -> None:
     token = link(client, base_url, register(client), create_partner(operator))["access_token"]

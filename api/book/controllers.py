@@ -29,7 +29,7 @@ from api.book.schemas import (
     SubAccountTotal,
     VerificationOut,
 )
-from api.partners.controllers import batch_receipt, to_report
+from api.partners.controllers import BATCH_BODY_MAX_BYTES, batch_receipt, strict_body, to_report
 from api.partners.schemas import ActivityBatch, BatchReceipt
 from api.problems import problem_responses
 from api.security import BEARER
@@ -81,6 +81,10 @@ def _entry(row: dict[str, Any]) -> EntryOut:
         prev_hash=bytes(row["prev_hash"]).hex(),
         entry_hash=bytes(row["entry_hash"]).hex(),
     )
+
+
+def _download(body: AsyncIterator[bytes], media_type: str, name: str) -> Stream:
+    return Stream(body, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 class BookController(Controller):
@@ -146,27 +150,34 @@ class BookController(Controller):
         return VerificationOut(ok=v.ok, entries=v.entries, total_mg=v.total_mg, broken_seq=v.broken_seq,
                                reason=v.reason)
 
-    @get("/book/export", operation_id="exportMyBook", summary="Export my whole book (CSV or JSON)",
-         responses=problem_responses(400, 401, 503))
-    async def export(self, request: Req, format: FromQuery[Literal["csv", "json"]] = "csv") -> Stream:
-        """Every entry in chain order, streamed, with hashes: `format=csv` (default) or `json` (JSON lines)."""
+    @get("/book/export", operation_id="exportMyBook", summary="Export my whole book as CSV",
+         media_type="text/csv; charset=utf-8", responses=problem_responses(401, 503))
+    async def export_csv(self, request: Req) -> Stream:
+        """Every entry in chain order, streamed as CSV with every hashed field, so the file alone is enough to
+        recompute the chain."""
         holder_id = request.user.holder_id
 
         async def rows() -> AsyncIterator[bytes]:
-            if format == "csv":
-                yield (",".join(EXPORT_COLUMNS) + "\n").encode()
+            yield (",".join(EXPORT_COLUMNS) + "\n").encode()
             async for row in iter_entries(holder_id):
                 out = msgspec.to_builtins(_entry(row))
-                if format == "json":
-                    yield msgspec.json.encode(out) + b"\n"
-                else:
-                    buffer = io.StringIO()
-                    csv.writer(buffer).writerow(["" if out.get(c) is None else out[c] for c in EXPORT_COLUMNS])
-                    yield buffer.getvalue().encode()
+                buffer = io.StringIO()
+                csv.writer(buffer).writerow(["" if out.get(c) is None else out[c] for c in EXPORT_COLUMNS])
+                yield buffer.getvalue().encode()
 
-        media = "text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson"
-        name = f"carbon-book-{holder_id}.{'csv' if format == 'csv' else 'jsonl'}"
-        return Stream(rows(), media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+        return _download(rows(), "text/csv; charset=utf-8", f"carbon-book-{holder_id}.csv")
+
+    @get("/book/export/jsonl", operation_id="exportMyBookJsonLines", summary="Export my whole book as JSON lines",
+         media_type="application/x-ndjson", responses=problem_responses(401, 503))
+    async def export_jsonl(self, request: Req) -> Stream:
+        """Every entry in chain order, one JSON object per line (the shape of /v1/me/book/entries items)."""
+        holder_id = request.user.holder_id
+
+        async def rows() -> AsyncIterator[bytes]:
+            async for row in iter_entries(holder_id):
+                yield msgspec.json.encode(_entry(row)) + b"\n"
+
+        return _download(rows(), "application/x-ndjson", f"carbon-book-{holder_id}.jsonl")
 
     @get("/activities", operation_id="listMyActivities", summary="My reported activities and their verdicts",
          responses=problem_responses(400, 401, 422, 503))
@@ -206,11 +217,13 @@ class BookController(Controller):
                             next_cursor=encode_cursor(last["received_at"].isoformat(), last["id"]) if last else None)
 
     @post("/activities", operation_id="reportMyActivities", status_code=HTTP_200_OK,
-          summary="Report my own green actions", responses=problem_responses(400, 401, 413, 429, 503))
+          summary="Report my own green actions", request_max_body_size=BATCH_BODY_MAX_BYTES,
+          responses=problem_responses(400, 401, 413, 429, 503))
     async def report(self, request: Req, state: State, data: JSONBody[ActivityBatch]) -> BatchReceipt:
         """Self-reported actions (e.g. today's steps from the phone's health data, or a photo check-in with
         `details.photo_ref`), judged at the self-reported trust tier with tighter caps; photo check-ins wait
         for a review. Each gets a verdict and a reason; sending the same `event_id` again is safe."""
+        data = await strict_body(request, ActivityBatch)
         holder_id = request.user.holder_id
         await state.rate_limiter.hit("self-report", str(holder_id), SELF_REPORT_LIMIT)
         async with connection() as conn:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
@@ -44,18 +44,61 @@ from wallet.intake.reports import Report, Source
 from wallet.intake.service import activity_counts
 from wallet.partners.service import get_partner_by_client_id, webhook_secrets
 
-__all__ = ["PartnerApiController", "PushController", "batch_receipt", "receipt_out", "to_report"]
+__all__ = [
+    "BATCH_BODY_MAX_BYTES", "PartnerApiController", "PushController", "batch_receipt", "receipt_out", "strict_body",
+    "to_report",
+]
 
+T = TypeVar("T")
 PARTNER_TOKEN: list[dict[str, list[str]]] = [{"PartnerToken": []}]
 NOT_LINKED = "No resident who linked your platform with activities:write has this sub_account_id."
 BATCH_BODY_MAX_BYTES = 2 * 1024 * 1024
 
 
 def to_report(item: ActivityIn) -> Report:
+    if _has_nul(item.details) or "\x00" in item.behaviour:
+        raise ValidationException(detail=f"Activity {item.event_id!r} contains a NUL character (U+0000); remove it.")
     return Report(
         external_id=item.event_id, behaviour=item.behaviour, quantity=item.quantity,
         occurred_at=item.occurred_at, ended_at=item.ended_at, details=item.details,
     )
+
+
+def _has_nul(value: Any) -> bool:
+    """PostgreSQL text and jsonb cannot hold U+0000: refuse it as bad input instead of failing the insert."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+async def strict_body(request: Request[Any, Any, Any], kind: type[T]) -> T:
+    """The body as its documented schema says. Litestar converts leniently (it reads a number as a date and
+    "1" as 1); msgspec's strict mode would refuse 1.0 for an integer, which JSON Schema allows. So decode
+    leniently, then refuse the lenient readings the schema does not allow."""
+    body = await request.body()
+    try:
+        value = msgspec.json.decode(body, type=kind, strict=False)
+        raw = msgspec.json.decode(body)
+    except msgspec.ValidationError as exc:
+        raise ValidationException(detail=f"Invalid body: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise ValidationException(detail="The body is not valid JSON.") from exc
+    items = raw.get("activities", []) if isinstance(raw, dict) and "activities" in raw else [raw]
+    for i, item in enumerate(items if isinstance(items, list) else []):
+        where = f"$.activities[{i}]" if isinstance(raw, dict) and "activities" in raw else "$"
+        if not isinstance(item, dict):
+            continue
+        for name in ("occurred_at", "ended_at"):
+            if name in item and item[name] is not None and not isinstance(item[name], str):
+                raise ValidationException(detail=f"{name} must be an RFC 3339 date-time string (at {where}.{name}).")
+        quantity = item.get("quantity")
+        if isinstance(quantity, bool | str) or (isinstance(quantity, float) and not quantity.is_integer()):
+            raise ValidationException(detail=f"quantity must be a whole number (at {where}.quantity).")
+    return value
 
 
 def receipt_out(r: Receipt) -> ReceiptOut:
@@ -66,10 +109,13 @@ def receipt_out(r: Receipt) -> ReceiptOut:
 
 
 def batch_receipt(receipts: Sequence[Receipt], quota_left: int | None) -> BatchReceipt:
-    counts: Counter[str | None] = Counter(r.verdict for r in receipts)
+    """Verdict counts are of activities judged by this request; `replayed` counts those answered with an
+    earlier verdict, so summing `credited` over retries never counts an action twice."""
+    counts: Counter[str | None] = Counter(r.verdict for r in receipts if not r.replayed)
     return BatchReceipt(
         credited=counts["credited"], partially_credited=counts["partially_credited"], duplicate=counts["duplicate"],
-        rejected=counts["rejected"], held=counts["held"], conflicts=counts[None], quota_remaining_today=quota_left,
+        rejected=counts["rejected"], held=counts["held"], conflicts=counts[None],
+        replayed=sum(1 for r in receipts if r.replayed), quota_remaining_today=quota_left,
         receipts=[receipt_out(r) for r in receipts],
     )
 
@@ -106,11 +152,16 @@ class PartnerApiController(Controller):
     @post("/activities", operation_id="partnerReportActivities", status_code=HTTP_200_OK,
           summary="Report the resident's green actions (activities:write)", request_max_body_size=BATCH_BODY_MAX_BYTES,
           responses=problem_responses(400, 401, 403, 413, 429, 503))
-    async def report(self, state: State, partner: PartnerPrincipal, data: JSONBody[ActivityBatch]) -> BatchReceipt:
-        """One to 1,000 activities of this resident, each with your own `event_id`. Each gets a receipt:
-        `accepted` (stored, to be judged against the methodology), `duplicate` (this event id was already
-        received with the same content) or `refused` (with a code and a reason). Sending the same request
-        again is safe. Counts against your per-minute limit and daily quota."""
+    async def report(
+        self, request: Request[Any, Any, State], state: State, partner: PartnerPrincipal,
+        data: JSONBody[ActivityBatch],
+    ) -> BatchReceipt:
+        """One to 1,000 activities of this resident, each with your own `event_id`, judged against the
+        methodology: each gets a verdict (`credited`, `partially_credited`, `duplicate`, `rejected`, `held`)
+        with a code and a reason in zh-CN and en. Sending the same request again is safe: an event id already
+        judged answers with its stored verdict (`replayed`); with different content, `event-id-reused`.
+        Counts against your per-minute limit and daily quota."""
+        data = await strict_body(request, ActivityBatch)
         require_scope(partner, "activities:write")
         quota_left = await consume_daily_quota(state, partner.partner_id, partner.daily_quota, len(data.activities))
         receipts = await record_reports(_token_source(partner), [to_report(a) for a in data.activities])
@@ -120,10 +171,12 @@ class PartnerApiController(Controller):
           responses={**problem_responses(400, 401, 403, 413, 422, 429, 503),
                      200: ResponseSpec(data_container=ReceiptOut, description="The stored verdict, replayed")})
     async def report_one(
-        self, state: State, partner: PartnerPrincipal, data: JSONBody[ActivityIn]
+        self, request: Request[Any, Any, State], state: State, partner: PartnerPrincipal,
+        data: JSONBody[ActivityIn],
     ) -> Response[ReceiptOut]:
         """One activity: `201` with its verdict; `200` with the stored verdict when the same `event_id` is
         sent again with the same content; `422 event-id-reused` when it comes with different content."""
+        data = await strict_body(request, ActivityIn)
         require_scope(partner, "activities:write")
         await consume_daily_quota(state, partner.partner_id, partner.daily_quota, 1)
         (receipt,) = await record_reports(_token_source(partner), [to_report(data)])
@@ -167,12 +220,7 @@ class PushController(Controller):
         if partner["status"] != "active":
             raise suspended()
         await check_partner_limits(state, partner["id"], partner["rate_limit_per_minute"])
-        try:
-            batch = msgspec.json.decode(body, type=PushBatch, strict=True)
-        except msgspec.ValidationError as exc:
-            raise ValidationException(detail=f"Invalid push: {exc}") from exc
-        except msgspec.DecodeError as exc:
-            raise ValidationException(detail="The push body is not valid JSON.") from exc
+        batch = await strict_body(request, PushBatch)
         if await _push_seen(partner["id"], message_id):  # checked again, atomically, when it is recorded
             raise _replayed(message_id)
         quota_left = await consume_daily_quota(state, partner["id"], partner["daily_quota"], len(batch.activities))

@@ -38,8 +38,8 @@ EventId = Annotated[
     ),
 ]
 Behaviour = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=64, description="A code from GET /v1/methodology/behaviours.",
-                      examples=["no_disposable_cutlery"])
+    str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$",
+                      description="A code from GET /v1/methodology/behaviours.", examples=["no_disposable_cutlery"])
 ]
 Quantity = Annotated[
     int, msgspec.Meta(ge=1, le=10**12, description="How many units of the behaviour's unit (e.g. 1 order, 3200 steps).")
@@ -95,7 +95,8 @@ class ReceiptOut(msgspec.Struct, kw_only=True):
 
 
 class BatchReceipt(msgspec.Struct, kw_only=True):
-    """One receipt per activity, in the order sent, and how many got each verdict."""
+    """One receipt per activity, in the order sent. The verdict counts are of activities judged now;
+    `replayed` counts the ones answered with their earlier verdict."""
 
     credited: int
     partially_credited: int
@@ -103,6 +104,7 @@ class BatchReceipt(msgspec.Struct, kw_only=True):
     rejected: int
     held: int
     conflicts: int
+    replayed: int
     quota_remaining_today: int | None = msgspec.field(default=None)
     receipts: list[ReceiptOut]
 
