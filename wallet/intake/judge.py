@@ -118,6 +118,8 @@ FROM activity a WHERE a.sub_account = $7 AND a.external_id = ANY($8::text[])
 
 async def record_reports(source: Source, reports: Sequence[Report], *, now: datetime | None = None) -> list[Receipt]:
     """Judge and write one holder's reports; a receipt per report, in order."""
+    if not reports:
+        return []
     now = now or datetime.now(UTC)
     fresh: dict[str, tuple[Report, str]] = {}
     for report in reports:
