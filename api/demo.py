@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
+from wallet.accounts.service import active_sub_account, ensure_self_sub_account, link_partner
 from wallet.errors import DomainError
 from wallet.holders.passwords import Passwords
 from wallet.holders.roles import grant_role, holder_id_for_login
 from wallet.holders.service import register_holder, update_profile
+from wallet.intake.judge import SELF_SOURCE, record_reports
+from wallet.intake.reports import Report, Source
 from wallet.partners.service import PartnerSpec, get_partner_by_client_id, register_partner
 from wallet.sealing import SecretBox
 
@@ -107,4 +111,44 @@ async def seed_demo(passwords: Passwords, box: SecretBox) -> int:
         if await get_partner_by_client_id(partner.client_id) is None:
             secrets = (partner.client_secret or "", partner.webhook_secret)
             await register_partner(partner.spec, box, client_id=partner.client_id, known_secrets=secrets)
+    await _demo_books()
     return created
+
+
+# What each demo resident did (days ago, partner client id or None for a self-report, behaviour, quantity),
+# reported once with fixed event ids, so a second seed only replays them.
+_DEMO_ACTIONS = (
+    (1, "demo-food-delivery", "no_disposable_cutlery", 1), (2, "demo-food-delivery", "no_disposable_cutlery", 1),
+    (2, "demo-food-delivery", "clean_plate", 1), (3, "demo-logistics", "parcel_box_reuse", 2),
+    (5, "demo-logistics", "parcel_box_reuse", 1), (1, None, "walking_steps", 8_000), (2, None, "walking_steps", 12_500),
+    (4, None, "walking_steps", 25_000), (3, "demo-second-hand", "second_hand_sale", 1),
+    (6, "demo-second-hand", "clothes_recycling", 1_200), (0, "demo-food-delivery", "no_disposable_cutlery", 1),
+)
+
+
+async def _demo_books() -> None:
+    """Demo residents link the demo partners and have a few weeks' worth of judged actions in their books,
+    so the app, the verifier and the exports have something to show on a fresh `make run`."""
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    partners = {p.client_id: await get_partner_by_client_id(p.client_id) for p in DEMO_PARTNERS}
+    for n, demo in enumerate(DEMO_HOLDERS):
+        if demo.login == DEMO_OPERATOR:
+            continue
+        holder_id = await holder_id_for_login(demo.login)
+        self_id = await ensure_self_sub_account(holder_id)
+        sources: dict[str | None, Source] = {
+            None: Source(holder_id, self_id, None, "self", "self_reported", SELF_SOURCE)
+        }
+        for client_id, partner in partners.items():
+            assert partner is not None
+            sub_account_id = await active_sub_account(holder_id, partner["id"])
+            if sub_account_id is None:
+                linked = await link_partner(holder_id, partner["id"], list(partner["allowed_scopes"]))
+                sub_account_id = linked.sub_account_id
+            sources[client_id] = Source(holder_id, sub_account_id, partner["id"], "token", partner["trust_tier"],
+                                        (partner["name"], partner["name_en"]), frozenset(partner["allowed_behaviours"]))
+        for i, (days, client_id, behaviour, quantity) in enumerate(_DEMO_ACTIONS):
+            occurred = now - timedelta(days=days, hours=(i * 3 + n) % 10)
+            report = Report(f"demo-{n}-{i}", behaviour, quantity, occurred)
+            await record_reports(sources[client_id], [report])
+

@@ -20,6 +20,7 @@ from wallet.outbox.service import record_event
 __all__ = [
     "SELF_SCOPES",
     "Link",
+    "active_sub_account",
     "ensure_self_sub_account",
     "link_partner",
     "list_consents",
@@ -51,6 +52,13 @@ async def ensure_self_sub_account(holder_id: uuid.UUID) -> uuid.UUID:
         if created is not None:
             return created
         return await conn.fetchval("SELECT id FROM sub_account WHERE holder = $1 AND kind = 'self'", holder_id)
+
+
+async def active_sub_account(holder_id: uuid.UUID, partner_id: uuid.UUID) -> uuid.UUID | None:
+    async with connection() as conn:
+        return await conn.fetchval(
+            "SELECT id FROM sub_account WHERE holder = $1 AND partner = $2 AND status = 'active'", holder_id, partner_id
+        )
 
 
 async def link_partner(holder_id: uuid.UUID, partner_id: uuid.UUID, scopes: Sequence[str]) -> Link:

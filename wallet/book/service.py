@@ -15,7 +15,10 @@ import asyncpg
 from wallet.book.chain import EntryFields, canonical_bytes, chain_hash, genesis
 from wallet.db import connection
 
-__all__ = ["Draft", "Head", "Verification", "append", "lock_head", "verify_all", "verify_holder"]
+__all__ = [
+    "ENTRY_COLUMNS", "Draft", "Head", "Verification", "append", "chain", "entries_insert_sql", "lock_head",
+    "verify_all", "verify_holder",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,47 +72,55 @@ _LOCK = """SELECT b.seq, b.head_hash, b.total_mg, h.time_zone FROM book_head b J
            WHERE b.holder_id = $1 FOR UPDATE OF b"""
 
 
-_INSERT = """
-INSERT INTO book_entry (holder, seq, kind, activity, reverses, sub_account, partner, trust_tier, behaviour,
-                        behaviour_version, methodology_release, category, quantity, reduction_mg, energy,
-                        occurred_at, local_day, recorded_at, prev_hash, entry_hash, canonical, note)
-SELECT $1, e.seq, e.kind, e.activity, e.reverses, e.sub_account, e.partner, e.tier, e.behaviour, e.version,
-       e.release, e.category, e.quantity, e.mg, e.energy, e.occurred_at, e.local_day, e.recorded_at, e.prev,
-       e.hash, e.canonical, e.note
-FROM unnest($2::bigint[], $3::text[], $4::uuid[], $5::bigint[], $6::uuid[], $7::uuid[], $8::text[], $9::text[],
-            $10::int[], $11::text[], $12::text[], $13::bigint[], $14::bigint[], $15::bigint[], $16::timestamptz[],
-            $17::date[], $18::timestamptz[], $19::bytea[], $20::bytea[], $21::bytea[], $22::text[])
-     AS e(seq, kind, activity, reverses, sub_account, partner, tier, behaviour, version, release, category,
-          quantity, mg, energy, occurred_at, local_day, recorded_at, prev, hash, canonical, note)
-RETURNING id, activity
-"""
+def chain(head: Head, drafts: Sequence[Draft]) -> tuple[Head, list[list[Any]]]:
+    """Give `drafts` their places in the chain: the new head and one column list per `book_entry` column in
+    `ENTRY_COLUMNS` order (for one unnest insert). Pure: callers may fold the insert into a larger statement."""
+    recorded_at = datetime.now(UTC)
+    columns: list[list[Any]] = [[] for _ in ENTRY_COLUMNS]
+    prev = head.hash
+    for i, d in enumerate(drafts, start=1):
+        f = EntryFields(holder_id=head.holder_id, seq=head.seq + i, recorded_at=recorded_at, **_draft_dict(d))
+        canonical = canonical_bytes(f)
+        digest = chain_hash(prev, canonical)
+        for column, value in zip(columns, (
+            f.seq, f.kind, f.activity_id, f.reverses, f.sub_account_id, f.partner_id, f.trust_tier, f.behaviour,
+            f.behaviour_version, f.methodology_release, f.category, f.quantity, f.reduction_mg, f.energy,
+            f.occurred_at, f.local_day, f.recorded_at, prev, digest, canonical, f.note,
+        ), strict=True):
+            column.append(value)
+        prev = digest
+    added_mg = sum(d.reduction_mg for d in drafts)
+    return replace(head, seq=head.seq + len(drafts), hash=prev, total_mg=head.total_mg + added_mg), columns
+
+
+ENTRY_COLUMNS = ("seq", "kind", "activity", "reverses", "sub_account", "partner", "trust_tier", "behaviour",
+                 "behaviour_version", "methodology_release", "category", "quantity", "reduction_mg", "energy",
+                 "occurred_at", "local_day", "recorded_at", "prev_hash", "entry_hash", "canonical", "note")
+ENTRY_TYPES = ("bigint", "text", "uuid", "bigint", "uuid", "uuid", "text", "text", "int", "text", "text", "bigint",
+               "bigint", "bigint", "timestamptz", "date", "timestamptz", "bytea", "bytea", "bytea", "text")
+
+
+def entries_insert_sql(first_param: int) -> str:
+    """`INSERT INTO book_entry … SELECT … FROM unnest(…)` whose column arrays are parameters first_param…;
+    the holder is $1 of the enclosing statement."""
+    params = ", ".join(f"${first_param + i}::{t}[]" for i, t in enumerate(ENTRY_TYPES))
+    names = ", ".join(ENTRY_COLUMNS)
+    return f"INSERT INTO book_entry (holder, {names}) SELECT $1, {names} FROM unnest({params}) AS src({names})"  # noqa: S608
 
 
 async def append(conn: asyncpg.Connection, head: Head, drafts: Sequence[Draft]) -> tuple[Head, dict[uuid.UUID, int]]:
-    """Chain and insert `drafts` in order; returns the new head and each credited activity's entry id."""
+    """Chain and insert `drafts` and move the head, in one round trip; returns the new head and each
+    activity's entry id."""
     if not drafts:
         return head, {}
-    recorded_at = datetime.now(UTC)
-    rows: list[tuple[EntryFields, bytes, bytes, bytes]] = []
-    prev = head.hash
-    for i, d in enumerate(drafts, start=1):
-        fields = EntryFields(holder_id=head.holder_id, seq=head.seq + i, recorded_at=recorded_at, **_draft_dict(d))
-        canonical = canonical_bytes(fields)
-        digest = chain_hash(prev, canonical)
-        rows.append((fields, prev, digest, canonical))
-        prev = digest
-    columns = list(zip(*[
-        (f.seq, f.kind, f.activity_id, f.reverses, f.sub_account_id, f.partner_id, f.trust_tier, f.behaviour,
-         f.behaviour_version, f.methodology_release, f.category, f.quantity, f.reduction_mg, f.energy,
-         f.occurred_at, f.local_day, f.recorded_at, p, h, c, f.note)
-        for f, p, h, c in rows
-    ], strict=True))
-    inserted = await conn.fetch(_INSERT, head.holder_id, *[list(c) for c in columns])
-    added_mg = sum(d.reduction_mg for d in drafts)
-    new_head = replace(head, seq=head.seq + len(drafts), hash=prev, total_mg=head.total_mg + added_mg)
-    await conn.execute(
-        "UPDATE book_head SET seq = $2, head_hash = $3, total_mg = $4, updated_at = now() WHERE holder_id = $1",
-        head.holder_id, new_head.seq, new_head.hash, new_head.total_mg,
+    new_head, columns = chain(head, drafts)
+    first = len(ENTRY_COLUMNS) + 2
+    inserted = await conn.fetch(
+        f"""WITH e AS ({entries_insert_sql(2)} RETURNING id, activity),
+                h AS (UPDATE book_head SET seq = ${first}, head_hash = ${first + 1}, total_mg = ${first + 2},
+                      updated_at = now() WHERE holder_id = $1 RETURNING 1)
+            SELECT id, activity FROM e""",  # noqa: S608 - generated placeholders only
+        head.holder_id, *columns, new_head.seq, new_head.hash, new_head.total_mg,
     )
     return new_head, {r["activity"]: r["id"] for r in inserted}
 

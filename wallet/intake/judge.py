@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import msgspec
 
-from wallet.book.service import Draft, append, lock_head
+from wallet.book.service import ENTRY_COLUMNS, Draft, Head, chain, entries_insert_sql, lock_head
 from wallet.db import engine
 from wallet.intake.reasons import reasons_both
 from wallet.intake.reports import Report, Source
@@ -34,7 +34,6 @@ from wallet.methodology.catalogue import (
     version_of,
 )
 from wallet.methodology.catalogue import reduction_mg as reduction_of
-from wallet.outbox.service import record_events
 
 __all__ = ["Receipt", "load_context", "record_reports", "reduction_event"]
 
@@ -64,25 +63,37 @@ def _zone(name: str) -> ZoneInfo:
 
 
 @cache
-def _lookback() -> timedelta:
-    """How far from a new activity an earlier claim can still matter: the longest plausible trip or the
-    widest dedupe window in the catalogue, whichever is larger, plus a day for claims reported without an end."""
-    reach = 0
+def _groups() -> dict[str, frozenset[str]]:
+    """Exclusivity group → every behaviour that has ever been in it."""
+    members: dict[str, set[str]] = {}
     for behaviour in behaviours().values():
         for version in behaviour.versions:
+            if version.exclusivity_group:
+                members.setdefault(version.exclusivity_group, set()).add(behaviour.code)
+    return {group: frozenset(codes) for group, codes in members.items()}
+
+
+def _relevant(codes: Sequence[str]) -> tuple[list[str], timedelta]:
+    """Which earlier claims can matter to activities of these behaviours (the same behaviours, and for a trip
+    every mode of its group) and how far in time (the widest dedupe window or longest trip among them)."""
+    related: set[str] = set(codes)
+    for code in codes:
+        for version in behaviours()[code].versions if code in behaviours() else ():
+            related |= _groups().get(version.exclusivity_group, frozenset())
+    reach = 0
+    for code in related:
+        for version in behaviours()[code].versions if code in behaviours() else ():
             reach = max(reach, version.dedupe_window_s, version.plausibility.max_duration_s or 0)
-    return timedelta(seconds=reach) + timedelta(days=1)
+    return sorted(related), timedelta(seconds=reach)
 
 
 def _version(code: str) -> BehaviourVersion | None:
     return current_version(code) if code in behaviours() else None
 
 
-_INSERT = """
-INSERT INTO activity (id, holder, sub_account, partner, external_id, behaviour, quantity, occurred_at, ended_at,
-                      details, request_digest, received_via, received_at, verdict, reason_code, reason_params,
-                      related_activity, behaviour_version, methodology_release, local_day, credited_quantity,
-                      credited_mg, judged_at)
+_ACTIVITIES = """INSERT INTO activity (id, holder, sub_account, partner, external_id, behaviour, quantity,
+    occurred_at, ended_at, details, request_digest, received_via, received_at, verdict, reason_code, reason_params,
+    related_activity, behaviour_version, methodology_release, local_day, credited_quantity, credited_mg, judged_at)
 SELECT u.id, $1, $2, $3, u.external_id, u.behaviour, u.quantity, u.occurred_at, u.ended_at, u.details::jsonb,
        u.digest, $4, now(), u.verdict, u.code, u.params::jsonb, u.related, u.version, $5, u.local_day, u.credited,
        u.mg, now()
@@ -91,9 +102,28 @@ FROM unnest($6::uuid[], $7::text[], $8::text[], $9::bigint[], $10::timestamptz[]
             $21::bigint[])
      AS u(id, external_id, behaviour, quantity, occurred_at, ended_at, details, digest, verdict, code, params,
           related, version, local_day, credited, mg)
-ON CONFLICT (sub_account, external_id) DO NOTHING
-RETURNING id
-"""
+ON CONFLICT (sub_account, external_id) DO NOTHING RETURNING id"""
+_E = 22  # first parameter of the entries' columns
+_H = _E + len(ENTRY_COLUMNS)  # the head's new seq, hash, total; then whether anything was booked
+_V = _H + 4  # the outbox events' ids, names, payloads and activities
+
+# Every write of one request in one statement (one round trip): the activities with their verdicts, the chained
+# entries, the new chain head and the outbox events, each credited event told its entry's id. PostgreSQL checks
+# the entries' foreign keys to the activities at the end of the statement, when both exist.
+_WRITE = f"""
+WITH a AS ({_ACTIVITIES}),
+     e AS ({entries_insert_sql(_E)} RETURNING id, activity),
+     h AS (UPDATE book_head SET seq = ${_H}, head_hash = ${_H + 1}, total_mg = ${_H + 2}, updated_at = now()
+           WHERE holder_id = $1 AND ${_H + 3} RETURNING 1),
+     o AS (INSERT INTO outbox_event (event_id, name, holder_id, payload, created_at, dispatch_count)
+           SELECT v.id, v.name, $1, CASE WHEN e.id IS NULL THEN v.payload::jsonb
+                                         ELSE v.payload::jsonb || jsonb_build_object('entry_id', e.id) END, now(), 0
+           FROM unnest(${_V}::uuid[], ${_V + 1}::text[], ${_V + 2}::text[], ${_V + 3}::uuid[])
+                AS v(id, name, payload, activity)
+           LEFT JOIN e ON e.activity = v.activity
+           RETURNING 1)
+SELECT (SELECT count(*) FROM a) AS activities, (SELECT count(*) FROM e) AS entries
+"""  # noqa: S608 - generated placeholders only
 
 # One round trip for everything judgement reads: the holder's claims near these activities, cap usage for
 # the days and months they fall in, and what this source already sent under these event ids.
@@ -104,6 +134,7 @@ SELECT 'claim' AS part, a.id, a.sub_account, a.behaviour, a.behaviour_version, a
        0::bigint AS credited_mg, 0::bigint AS self_q
 FROM activity a LEFT JOIN partner p ON p.id = a.partner
 WHERE a.holder = $1 AND a.verdict IN ('credited', 'partially_credited', 'held') AND a.occurred_at BETWEEN $2 AND $3
+  AND a.behaviour = ANY($9::text[])
 UNION ALL
 SELECT 'usage', NULL, NULL, behaviour, NULL, NULL, NULL, sum(quantity)::bigint, local_day, NULL, NULL, NULL, NULL,
        NULL, NULL, NULL, 0, 0, coalesce(sum(quantity) FILTER (WHERE trust_tier = 'self_reported'), 0)::bigint
@@ -138,15 +169,7 @@ async def record_reports(source: Source, reports: Sequence[Report], *, now: date
         # stored now is new.
         new = [(uuid.uuid4(), report) for report in firsts if report.external_id not in stored]
         decided = _decide_new(ctx, source, new, zone, now)
-        await _insert(conn, source, decided, fresh)
-        head, entry_ids = await append(conn, head, [d for _, _, d in decided if d is not None])
-        await record_events([
-            ("reduction.recorded", reduction_event(source, r, draft, entry_ids[r.activity_id]), source.holder_id)
-            for r, _, draft in decided if draft is not None and r.activity_id is not None
-        ] + [
-            ("activity.held", {"activity_id": str(r.activity_id), "code": r.code}, source.holder_id)
-            for r, _, _ in decided if r.verdict == "held"
-        ])
+        head = await _write(conn, source, head, decided, fresh)
     by_id = {r.external_id: r for r, _, _ in decided}
     out: list[Receipt] = []
     for report in reports:
@@ -181,17 +204,21 @@ async def load_context(
     conn: asyncpg.Connection, holder_id: uuid.UUID, codes: list[str], zone: ZoneInfo, first: datetime,
     last: datetime, *, existing: tuple[uuid.UUID, list[str]] | None = None,
 ) -> tuple[Context, dict[str, tuple[str, Receipt]]]:
-    """The holder's claims near these activities (as far back as the longest trip or dedupe window reaches),
-    cap usage for the whole months they fall in (an earlier day may be reported after a later one), and
-    (with `existing`) what a source already stored under these event ids."""
+    """The holder's claims that can matter to these activities (same behaviours or same exclusivity group,
+    as far as their dedupe windows and longest trips reach, and their whole local days), cap usage for the
+    whole months they fall in (an earlier day may be reported after a later one), and (with `existing`) what
+    a source already stored under these event ids."""
     ctx = Context()
     stored: dict[str, tuple[str, Receipt]] = {}
-    last_day = last.astimezone(zone).date()
+    first_day, last_day = first.astimezone(zone).date(), last.astimezone(zone).date()
     month_end = (last_day.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+    related, reach = _relevant(codes)
+    # Claims as far as a trip or a dedupe window reaches, and whole local days (a day's plausible total).
+    since = min(first - reach, datetime.combine(first_day, time.min, zone))
+    until = max(last + reach, datetime.combine(last_day + timedelta(days=1), time.min, zone))
     rows = await conn.fetch(
-        _CONTEXT, holder_id, first - _lookback(), last + _lookback(), codes,
-        first.astimezone(zone).date().replace(day=1), month_end,
-        existing[0] if existing else None, existing[1] if existing else [],
+        _CONTEXT, holder_id, since, until, codes, first_day.replace(day=1), month_end,
+        existing[0] if existing else None, existing[1] if existing else [], related,
     )
     for r in rows:
         if r["part"] == "claim":
@@ -250,31 +277,45 @@ def _decide_new(ctx: Context, source: Source, new: list[tuple[uuid.UUID, Report]
     return out
 
 
-async def _insert(conn: asyncpg.Connection, source: Source, decided: list[Decided],
-                  fresh: dict[str, tuple[Report, str]]) -> None:
-    """The activities exactly as reported, with their verdicts, in one statement."""
+async def _write(conn: asyncpg.Connection, source: Source, head: Head, decided: list[Decided],
+                 fresh: dict[str, tuple[Report, str]]) -> Head:
     if not decided:
-        return
-    columns: list[list[Any]] = [[] for _ in range(16)]
+        return head
+    activities: list[list[Any]] = [[] for _ in range(16)]
     for receipt, (decision, version, local_day), _ in decided:
         report, digest = fresh[receipt.external_id]
-        for column, value in zip(columns, (
+        for column, value in zip(activities, (
             receipt.activity_id, report.external_id, report.behaviour, report.quantity, report.occurred_at,
             report.ended_at, msgspec.json.encode(report.details).decode(), digest, decision.verdict, decision.code,
             msgspec.json.encode(decision.params).decode(), decision.related_activity,
             version.version if version else None, local_day, receipt.credited_quantity, receipt.credited_mg,
         ), strict=True):
             column.append(value)
-    inserted = await conn.fetch(_INSERT, source.holder_id, source.sub_account_id, source.partner_id, source.via,
-                                CURRENT_RELEASE, *columns)
-    if len(inserted) != len(decided):  # impossible under the head lock; refuse rather than book a ghost
+    drafts = [d for _, _, d in decided if d is not None]
+    new_head, entries = chain(head, drafts)
+    events = [
+        ("reduction.recorded", reduction_event(source, r, d), r.activity_id) for r, _, d in decided if d is not None
+    ] + [
+        ("activity.held", {"activity_id": str(r.activity_id), "code": r.code}, r.activity_id)
+        for r, _, _ in decided if r.verdict == "held"
+    ]
+    row = await conn.fetchrow(
+        _WRITE, source.holder_id, source.sub_account_id, source.partner_id, source.via, CURRENT_RELEASE,
+        *activities, *entries, new_head.seq, new_head.hash, new_head.total_mg, bool(drafts),
+        [uuid.uuid4() for _ in events], [name for name, _, _ in events],
+        [msgspec.json.encode(payload).decode() for _, payload, _ in events], [a for _, _, a in events],
+    )
+    if row["activities"] != len(decided):  # impossible under the head lock; refuse rather than book a ghost
         raise RuntimeError("an event id appeared while the holder's book was locked")
+    return new_head
 
 
-def reduction_event(source: Source, receipt: Receipt, draft: Draft, entry_id: int) -> dict[str, Any]:
-    """What gamification, energy and notifications need without reading the book back."""
+def reduction_event(source: Source, receipt: Receipt, draft: Draft, entry_id: int | None = None) -> dict[str, Any]:
+    """What gamification, energy and notifications need without reading the book back (`entry_id` is added
+    by the statement that creates the entry when it is not known yet)."""
     return {
-        "entry_id": entry_id, "activity_id": str(receipt.activity_id), "sub_account_id": str(source.sub_account_id),
+        **({"entry_id": entry_id} if entry_id is not None else {}),
+        "activity_id": str(receipt.activity_id), "sub_account_id": str(source.sub_account_id),
         "partner_id": str(source.partner_id) if source.partner_id else None, "behaviour": draft.behaviour,
         "behaviour_version": draft.behaviour_version, "category": draft.category, "quantity": draft.quantity,
         "reduction_mg": draft.reduction_mg, "energy": draft.energy, "occurred_at": draft.occurred_at.isoformat(),
