@@ -1,194 +1,207 @@
-"""`python -m bench.intake`: partner activity intake (`POST /v1/partner/activities`), the write path partners hit
-hardest, against two baselines measured in the same run on the same machine: the service's own unnest INSERT
-straight through asyncpg (what PostgreSQL sustains) and `receive_activities` in-process (what the service adds
-without HTTP), so the HTTP rows show what auth, limits, JSON and uvicorn cost on top.
+"""`python -m bench.intake`: partner intake end to end through HTTP (batches on `POST /v1/partner/activities`,
+single reports on `POST /v1/partner/activity`), every activity judged (dedupe, plausibility, caps), written with
+its verdict, credited into the hash-chained book and announced in the outbox, against two baselines measured in
+the same run on the same machine: raw PostgreSQL batched inserts of the same activity rows (what the database
+sustains) and `record_reports` in-process (what judging and the book cost without HTTP). Issue 4's targets:
+batches >= 5,000 activities/s, single reports >= 800/s on the 2-core machine.
 
-Starts the stores and one API process like bench/run.py, links residents to a partner through the real browser
-flow, measures, and writes the report under its own heading in bench/RESULTS.md. Everything started here is
-stopped here, also on Ctrl-C, SIGTERM or error.
+Starts the stores and one API process like bench/run.py, links hundreds of residents to a bench partner,
+measures, times the parts of `record_reports` in-process (bench/intake_breakdown.py), and writes the report
+under its own heading in bench/RESULTS.md. Everything started here is stopped here, also on Ctrl-C, SIGTERM or
+error.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import hashlib
+import contextlib
 import math
 import os
-import re
 import secrets
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import msgspec
 
+from bench.intake_breakdown import Breakdown, enable_statement_stats, statement_times
+from bench.intake_breakdown import measure as measure_parts
+from bench.intake_setup import (
+    MIX,
+    SPREAD,
+    ZONE,
+    Item,
+    Resident,
+    create_partner,
+    headroom,
+    item_pool,
+    link_in_browser,
+    link_in_process,
+)
 from bench.load import HOST, LoadResult, LoadSpec, cpu_pct, cpu_snapshot, summarise
 from bench.run import HISTORY as RUN_HISTORY
-from bench.run import PASSWORD, RESULTS, ROOT, Server, machine, pid_file, prepare, raise_interrupt
+from bench.run import RESULTS, ROOT, Server, machine, pid_file, prepare, raise_interrupt
 
-BEHAVIOUR = "no_disposable_cutlery"
-REDIRECT_URI = "https://bench.example/oauth/callback"
-PATH = "/v1/partner/activities"
-BATCHES = (1, 100, 1000)
-MAX_BASELINE_BATCHES = 10_000  # caps batches of 1, so each baseline row stays a few seconds
+BATCH_PATH, SINGLE_PATH = "/v1/partner/activities", "/v1/partner/activity"
+BATCHES = (1, 100, 1000)  # the baselines' batch sizes; 1 is the single reports' baseline
+HTTP_BATCHES = (100, 1000)
+TARGET = {"batch": 5_000, "single": 800}  # activities/s, issue 4's quality bar
+MAX_BASELINE_BATCHES = 10_000  # caps raw PG's batches of 1, so each raw row stays a few seconds
+RAW_RESIDENTS = 20  # raw PG writes for residents of its own: its rows never join a judged resident's context
 START, END, HISTORY = "<!-- intake:start -->", "<!-- intake:end -->", "## Partner intake — history"
-Work = Callable[[int], Awaitable[str | None]]  # unit (one batch) number -> None, or what went wrong
-
-
-@dataclass(frozen=True)
-class Linked:
-    holder_id: uuid.UUID
-    sub_account_id: uuid.UUID
-    token: str
+Work = Callable[[int], Awaitable[str | None]]  # unit (one request or batch) number -> None, or what went wrong
 
 
 @dataclass
 class Row:
-    path: str  # "raw PG", "service", "HTTP" or "HTTP replay"
+    path: str  # "raw PG", "service", "HTTP batch" or "HTTP single"
     batch: int
     conns: int
     result: LoadResult
+    verdicts: Counter[str] = field(default_factory=Counter)  # every unit of the row, warm-up included
+    book: float = math.nan  # activities per judged resident when the row ended
+    statements: dict[str, tuple[int, float, float]] = field(default_factory=dict)  # measured window: calls, ms
 
     @property
     def per_s(self) -> float:
         return self.result.rps * self.batch
 
 
-class _Status(msgspec.Struct):
-    status: str
+class _Verdict(msgspec.Struct):
+    verdict: str | None = None
+    code: str = ""
 
 
 class _Receipts(msgspec.Struct):
-    receipts: list[_Status]
+    receipts: list[_Verdict]
 
 
-# -- setup: an operator, the partner, linked residents -----------------------------------------------------
+def _items(pool: Sequence[Item], batch: int, n: int) -> list[Item]:
+    return [pool[(n * batch + i) % len(pool)] for i in range(batch)]
 
 
-async def _call(http: httpx.AsyncClient, method: str, url: str, status: int, **kw: Any) -> httpx.Response:
-    r = await http.request(method, url, **kw)
-    if r.status_code != status:
-        raise RuntimeError(f"{method} {url.split('?')[0]}: {r.status_code} {r.text[:500]}")
-    return r
-
-
-def _field(html: str, name: str) -> str:
-    match = re.search(rf'name="{name}" value="([^"]*)"', html)
-    if match is None:
-        raise RuntimeError(f"no {name} field in the page")
-    return match.group(1)
-
-
-async def create_partner(http: httpx.AsyncClient, stamp: str) -> tuple[dict[str, Any], str]:
-    """An operator (role granted in-process, as the CLI does) registers the partner through the admin API, with
-    limits so high that neither the per-minute limit nor the daily quota ever refuses a benchmark request."""
-    from wallet.holders.roles import grant_role
-
-    body = {"email": f"bench-operator-{stamp}@example.com", "password": PASSWORD, "device_name": "bench"}
-    operator = (await _call(http, "POST", "/v1/auth/register", 201, json=body)).json()
-    await grant_role(uuid.UUID(operator["holder_id"]), "operator")
-    created = (await _call(http, "POST", "/v1/admin/partners", 201, json={
-        "name": f"Bench partner {stamp}", "kind": "food_delivery", "redirect_uris": [REDIRECT_URI],
-        "allowed_scopes": ["activities:write"], "allowed_behaviours": [BEHAVIOUR],
-        "rate_limit_per_minute": 10_000_000, "daily_quota": 10_000_000,
-    }, headers={"Authorization": f"Bearer {operator['access_token']}"})).json()
-    return created["partner"], created["client_secret"]
-
-
-async def link_resident(base_url: str, client_id: str, client_secret: str, email: str) -> Linked:
-    """Sign up, link the way a phone's web view does (log in, approve the consent page), then exchange the code
-    as the partner's server would (confidential client, PKCE S256)."""
-    verifier = secrets.token_urlsafe(48)[:64]
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-    authorize = "/oauth/authorize?" + str(httpx.QueryParams({
-        "response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT_URI, "scope": "activities:write",
-        "state": "bench", "code_challenge": challenge, "code_challenge_method": "S256",
-    }))
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as web:  # the resident's own cookie jar
-        body = {"email": email, "password": PASSWORD, "device_name": "bench"}
-        holder_id = (await _call(web, "POST", "/v1/auth/register", 201, json=body)).json()["holder_id"]
-        page = await _call(web, "GET", "/oauth/login", 200, params={"next": authorize})
-        form = {"login": email, "password": PASSWORD, "csrf": _field(page.text, "csrf"), "next": authorize}
-        logged = await _call(web, "POST", "/oauth/login", 303, data=form)
-        consent = await _call(web, "GET", logged.headers["location"], 200)
-        form = {"consent_token": _field(consent.text, "consent_token"), "decision": "approve"}
-        decided = await _call(web, "POST", "/oauth/authorize", 303, data=form)
-        code = parse_qs(urlsplit(decided.headers["location"]).query)["code"][0]
-        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
-                "code_verifier": verifier}
-        token = (await _call(web, "POST", "/oauth/token", 200, data=form, auth=(client_id, client_secret))).json()
-    return Linked(uuid.UUID(holder_id), uuid.UUID(token["sub_account_id"]), token["access_token"])
+def _prime_at_least(n: int) -> int:
+    while n > 2 and any(n % d == 0 for d in range(2, math.isqrt(n) + 1)):
+        n += 1
+    return n
 
 
 # -- work units and the closed-loop driver -----------------------------------------------------------------
 
 
-def raw_work(residents: list[Linked], partner: uuid.UUID, batch: int, units: int, tag: str, at: datetime) -> Work:
-    """The service's own INSERT … SELECT FROM unnest, arguments built beforehand: asyncpg and PostgreSQL only."""
+def activity_insert() -> str:
+    """The judge's own activity INSERT (imported, so the baseline cannot drift from it): `$1`–`$5` holder,
+    sub-account, partner, via, release; `$6`–`$21` the column arrays; `RETURNING id`. It has lived alone as
+    `_INSERT` and as `_ACTIVITIES` inside the one write statement."""
+    from wallet.intake import judge
+
+    for name in ("_ACTIVITIES", "_INSERT"):
+        if isinstance(sql := getattr(judge, name, None), str) and sql.lstrip().startswith("INSERT INTO activity"):
+            return sql
+    raise RuntimeError("no activity INSERT found in wallet/intake/judge.py: update bench/intake.py's raw PG row")
+
+
+def raw_work(residents: list[Resident], partner: uuid.UUID, pool: list[Item], batch: int, units: int,
+             tag: str) -> Work:
+    """The judge's activity INSERT with the columns a credited activity gets, built beforehand: asyncpg and
+    PostgreSQL only; no judging, book entries or outbox events."""
     from wallet.db import connection
-    from wallet.intake.service import _INSERT  # the very statement the service runs, so the two cannot drift
+    from wallet.methodology.catalogue import CURRENT_RELEASE, current_version, reduction_mg
+
+    insert = activity_insert()
 
     args = []
     for n in range(units):
-        r, ids = residents[n % len(residents)], [f"{tag}-{n:010d}-{i}" for i in range(batch)]
-        args.append((r.holder_id, r.sub_account_id, partner, "token", [uuid.uuid4() for _ in ids], ids,
-                     [BEHAVIOUR] * batch, [1] * batch, [at] * batch, [None] * batch, ["{}"] * batch,
-                     ["0" * 64] * batch))
+        r, items = residents[n % len(residents)], _items(pool, batch, n)
+        versions = [current_version(it.behaviour) for it in items]
+        args.append((
+            r.holder_id, r.sub_account_id, partner, "token", CURRENT_RELEASE, [uuid.uuid4() for _ in items],
+            [f"{tag}-{n:010d}-{i}" for i in range(batch)], [it.behaviour for it in items],
+            [it.quantity for it in items], [it.occurred_at for it in items], [None] * batch, ["{}"] * batch,
+            ["0" * 64] * batch, ["credited"] * batch, ["credited"] * batch, ["{}"] * batch, [None] * batch,
+            [v.version for v in versions], [it.occurred_at.astimezone(ZONE).date() for it in items],
+            [it.quantity for it in items],
+            [reduction_mg(v, it.quantity) for v, it in zip(versions, items, strict=True)],
+        ))
 
     async def work(n: int) -> str | None:
         async with connection() as conn:
-            return None if len(await conn.fetch(_INSERT, *args[n])) == batch else "rows not inserted"
+            return None if len(await conn.fetch(insert, *args[n])) == batch else "rows not inserted"
     return work
 
 
-def service_work(residents: list[Linked], partner: uuid.UUID, batch: int, units: int, tag: str, at: datetime) -> Work:
-    """`receive_activities` on Reports built beforehand: validation, digests, the same INSERT, the receipts."""
-    from wallet.intake.service import Report, Source, receive_activities
+def sources(residents: list[Resident], partner: dict[str, Any]) -> list[Any]:
+    """What the API's partner auth hands `record_reports` for each resident's token."""
+    from wallet.intake.reports import Source
 
-    sources = [Source(r.holder_id, r.sub_account_id, partner, "token", frozenset({BEHAVIOUR})) for r in residents]
-    reports = [[Report(f"{tag}-{n:010d}-{i}", BEHAVIOUR, 1, at) for i in range(batch)] for n in range(units)]
+    names = (partner["name"], partner.get("name_en") or partner["name"])
+    return [Source(r.holder_id, r.sub_account_id, uuid.UUID(partner["id"]), "token", "verified", names,
+                   frozenset(MIX)) for r in residents]
+
+
+def service_work(srcs: list[Any], pool: list[Item], batch: int, tag: str, verdicts: Counter[str]) -> Work:
+    """`record_reports` in-process, as the API calls it: one holder's reports judged and written in one
+    transaction. Reports are built per unit from the pool (as the API builds them from the body)."""
+    from wallet.intake.judge import record_reports
+    from wallet.intake.reports import Report
 
     async def work(n: int) -> str | None:
-        receipts = await receive_activities(sources[n % len(sources)], reports[n])
-        return None if all(r.status == "accepted" for r in receipts) else "receipts not all accepted"
+        reports = [Report(f"{tag}-{n:010d}-{i}", it.behaviour, it.quantity, it.occurred_at)
+                   for i, it in enumerate(_items(pool, batch, n))]
+        receipts = await record_reports(srcs[n % len(srcs)], reports)
+        verdicts.update(r.verdict or r.code for r in receipts)
+        return next((r.code for r in receipts if r.verdict is None), None)
     return work
 
 
-def build_requests(port: int, tokens: list[str], batch: int, tag: str, at: datetime) -> Callable[[int], bytes]:
-    """Request bytes for unit n: resident n mod residents, event ids carrying n. Built once per row, so a request
-    costs one bytes.replace and the generator leaves the cores to the server."""
-    when = at.strftime("%Y-%m-%dT%H:%M:%S+00:00")
-    items = ",".join(f'{{"event_id":"{tag}-##########-{i}","behaviour":"{BEHAVIOUR}","quantity":1,'
-                     f'"occurred_at":"{when}"}}' for i in range(batch))
-    body = f'{{"activities":[{items}]}}'.encode()
-    heads = [(f"POST {PATH} HTTP/1.1\r\nHost: {HOST}:{port}\r\nAuthorization: Bearer {t}\r\n"
-              f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() for t in tokens]
-    return lambda n: heads[n % len(heads)] + body.replace(b"##########", b"%010d" % n)
+def build_requests(port: int, tokens: list[str], pool: list[Item], batch: int, tag: str) -> Callable[[int], bytes]:
+    """Request bytes for unit n: resident n mod residents, one of a prime number of bodies drawn from the pool (so
+    a resident gets different activities each time), event ids carrying n. Built once per row, so a request
+    costs one bytes.replace and the generator leaves the cores to the server. batch 0: one activity."""
+    single, when = batch == 0, "%Y-%m-%dT%H:%M:%S+00:00"
+
+    def item(it: Item, event_id: str) -> str:
+        return (f'{{"event_id":"{event_id}","behaviour":"{it.behaviour}","quantity":{it.quantity},'
+                f'"occurred_at":"{it.occurred_at.astimezone(UTC).strftime(when)}"}}')
+
+    if single:
+        bodies = [item(it, f"{tag}-##########").encode() for it in pool]
+    else:
+        variants = _prime_at_least(max(1, 20_000 // batch))
+        bodies = [('{"activities":[' + ",".join(item(it, f"{tag}-##########-{i}") for i, it in
+                                                enumerate(_items(pool, batch, v))) + "]}").encode()
+                  for v in range(variants)]
+    path = SINGLE_PATH if single else BATCH_PATH
+    heads = [(f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nAuthorization: Bearer {t}\r\n"
+              f"Content-Type: application/json\r\n").encode() for t in tokens]
+    lengths = [b"Content-Length: %d\r\n\r\n" % len(b) for b in bodies]
+    return lambda n: heads[n % len(heads)] + lengths[n % len(bodies)] + bodies[n % len(bodies)].replace(
+        b"##########", b"%010d" % n)
 
 
 class Poster:
-    """One keep-alive connection; a unit is one POST whose receipts must all have the `expect` status."""
+    """One keep-alive connection. A batch succeeds with a 200 and a verdict on every receipt; a single report
+    with a 201 (or 200, a replay) and a verdict. `event-id-reused` (no verdict) is an error."""
 
-    def __init__(self, port: int, build: Callable[[int], bytes], batch: int, expect: str = "accepted") -> None:
-        self.port, self.build, self.batch, self.expect = port, build, batch, expect
+    def __init__(self, port: int, build: Callable[[int], bytes], batch: int, verdicts: Counter[str]) -> None:
+        self.port, self.build, self.batch, self.verdicts = port, build, batch, verdicts
         self.conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def __call__(self, n: int) -> str | None:
         try:
-            self.conn = self.conn or await asyncio.open_connection(HOST, self.port)
+            self.conn = self.conn or await asyncio.open_connection(HOST, self.port, limit=1 << 20)
             self.conn[1].write(self.build(n))
             head = (await self.conn[0].readuntil(b"\r\n\r\n")).lower()
             at = head.index(b"\r\ncontent-length:") + 17
@@ -196,11 +209,15 @@ class Poster:
         except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
             self.close()
             return f"io: {type(exc).__name__}"
-        if (status := int(head[9:12])) != 200:
+        status = int(head[9:12])
+        if status not in ((200, 201) if self.batch == 0 else (200,)):
             return f"HTTP {status}"
-        receipts = msgspec.json.decode(body, type=_Receipts).receipts
-        ok = len(receipts) == self.batch and all(r.status == self.expect for r in receipts)
-        return None if ok else f"receipts not all {self.expect}"
+        receipts = ([msgspec.json.decode(body, type=_Verdict)] if self.batch == 0
+                    else msgspec.json.decode(body, type=_Receipts).receipts)
+        self.verdicts.update(r.verdict or r.code for r in receipts)
+        if len(receipts) != max(1, self.batch):
+            return "receipts missing"
+        return next((r.code for r in receipts if r.verdict is None), None)
 
     def close(self) -> None:
         if self.conn is not None:
@@ -208,9 +225,12 @@ class Poster:
             self.conn = None
 
 
-async def drive(workers: Sequence[Work], spec: LoadSpec, units: int | None = None) -> LoadResult:
+async def drive(workers: Sequence[Work], spec: LoadSpec, units: int | None = None,
+                on_window: Callable[[], Awaitable[Any]] | None = None) -> LoadResult:
     """Closed loop, one task per worker. With `units`: until that many are done, all of it measured; otherwise a
-    discarded warm-up, then `spec.duration_s`. CPU from /proc over exactly the measured window."""
+    discarded warm-up, then `spec.duration_s`, counting the units that complete inside the window (whenever they
+    started: a batch of 1,000 can take seconds, and counting only those started inside would undercount). CPU
+    from /proc over exactly the measured window; `on_window` runs as it opens."""
     now = time.perf_counter_ns()
     window = now if units else now + int(spec.warmup_s * 1e9)
     end = now + int(600e9) if units else window + int(spec.duration_s * 1e9)
@@ -224,7 +244,7 @@ async def drive(workers: Sequence[Work], spec: LoadSpec, units: int | None = Non
                 problem = await work(n)
             except Exception as exc:  # counted like any other failure; the run goes on
                 problem = f"{type(exc).__name__}: {str(exc)[:80]}"
-            if started >= window and (done := time.perf_counter_ns()) <= end:
+            if window <= (done := time.perf_counter_ns()) <= end:
                 if problem:
                     errors[problem] += 1
                 else:
@@ -233,6 +253,8 @@ async def drive(workers: Sequence[Work], spec: LoadSpec, units: int | None = Non
     tasks = [asyncio.create_task(loop(w)) for w in workers]
     try:
         await asyncio.sleep(max(0.0, (window - time.perf_counter_ns()) / 1e9))
+        if on_window:
+            await on_window()
         before, t0 = cpu_snapshot(spec, os.getpid()), time.perf_counter()
         await (asyncio.gather(*tasks) if units else asyncio.sleep(max(0.0, (end - time.perf_counter_ns()) / 1e9)))
         seconds, after = time.perf_counter() - t0, cpu_snapshot(spec, os.getpid())
@@ -246,47 +268,110 @@ async def drive(workers: Sequence[Work], spec: LoadSpec, units: int | None = Non
 # -- the run -------------------------------------------------------------------------------------------------
 
 
-async def measure_all(api: Server, spec: LoadSpec, args: argparse.Namespace) -> list[Row]:
-    from wallet.db import close_pool, start_pool
+@dataclass
+class Measured:
+    rows: list[Row]
+    parts: list[Breakdown]
+    residents: int
+    setup_s: float
+    code: str = "unknown"
 
-    low, stamp, rows = min(args.concurrency), f"{int(time.time())}-{secrets.token_hex(3)}", list[Row]()
-    await start_pool(os.environ["DATABASE_URL"], size_min=1, size_max=low)
+
+def code_state() -> str:
+    """Which code was measured: the commit, and the product files that differ from it (uncommitted work in the
+    tree is what the API imported, so it is what the figures describe)."""
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout
+
     try:
-        async with httpx.AsyncClient(base_url=api.base_url, timeout=30) as http:
-            partner, secret = await create_partner(http, stamp)
-        residents = [await link_resident(api.base_url, partner["client_id"], secret, f"bench-{stamp}-{i}@example.com")
-                     for i in range(args.residents)]
-        pid, tokens = uuid.UUID(partner["id"]), [r.token for r in residents]
-        at = datetime.now(UTC) - timedelta(minutes=10)
-        print(f"partner and {len(residents)} linked residents ready", flush=True)
+        sha, changed = git("rev-parse", "--short", "HEAD").strip(), git("status", "--porcelain", "--", "api", "wallet")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    files = [line[3:] for line in changed.splitlines() if line.strip()]
+    return (sha or "unknown") + (f" with uncommitted changes to {', '.join(files)}" if files else "")
 
-        async def row(path: str, batch: int, conns: int, workers: Sequence[Work], units: int | None = None) -> None:
-            rows.append(r := Row(path, batch, conns, await drive(workers, replace(spec, concurrency=conns), units)))
+
+async def _setup(api: Server, env: dict[str, str], args: argparse.Namespace,
+                 stamp: str) -> tuple[dict[str, Any], list[Resident], list[Resident]]:
+    """The partner, the residents requests rotate over, and raw PG's own residents."""
+    async with httpx.AsyncClient(base_url=api.base_url, timeout=30) as http:
+        partner, secret = await create_partner(http, stamp)
+    emails = [f"bench-{stamp}-{i}@example.com" for i in range(args.residents + RAW_RESIDENTS)]
+    residents = [await link_in_browser(api.base_url, partner["client_id"], secret, e) for e in emails[: args.browser]]
+    residents += await link_in_process(env, partner, emails[args.browser : args.residents])
+    return partner, residents, await link_in_process(env, partner, emails[args.residents :], tokens=False)
+
+
+async def _breakdowns(srcs: list[Any], pool: list[Item], stamp: str, args: argparse.Namespace) -> list[Breakdown]:
+    """`record_reports` of 1,000 and of 1, one call at a time, on residents whose books the rows have filled."""
+    from wallet.intake.judge import record_reports
+    from wallet.intake.reports import Report
+
+    parts = []
+    for batch, units in ((1000, args.profile_batches), (1, args.profile_singles)):
+        async def call(n: int, batch: int = batch) -> None:
+            reports = [Report(f"{stamp}-p{batch}-{n:010d}-{i}", it.behaviour, it.quantity, it.occurred_at)
+                       for i, it in enumerate(_items(pool, batch, n + 7))]
+            receipts = await record_reports(srcs[(n * 37 + 11) % len(srcs)], reports)
+            if any(r.verdict is None for r in receipts):
+                raise RuntimeError("event-id-reused in the breakdown")
+        parts.append(await measure_parts(batch, units, call))
+        print(f"  breakdown: {units} x record_reports of {batch:,}", flush=True)
+    return parts
+
+
+async def measure_all(api: Server, spec: LoadSpec, env: dict[str, str], args: argparse.Namespace,
+                      stats: bool) -> Measured:
+    from wallet.db import close_pool, connection, start_pool
+
+    conns, stamp, rows = args.batch_conns, f"{int(time.time())}-{secrets.token_hex(3)}", list[Row]()
+    await start_pool(os.environ["DATABASE_URL"], size_min=1, size_max=conns)
+    try:
+        started = time.perf_counter()
+        partner, residents, raw_residents = await _setup(api, env, args, stamp)
+        setup_s, pid, tokens = time.perf_counter() - started, uuid.UUID(partner["id"]), [r.token for r in residents]
+        srcs, pool = sources(residents, partner), item_pool(datetime.now(UTC).replace(microsecond=0))
+        print(f"partner, {len(residents)} linked residents ({args.browser} through the browser flow) and "
+              f"{RAW_RESIDENTS} for raw PG ready in {setup_s:.1f}s", flush=True)
+        sent = 0  # activities judged so far, for the residents' average book size
+
+        async def row(path: str, batch: int, n_conns: int, workers: Sequence[Work], verdicts: Counter[str],
+                      units: int | None = None) -> None:
+            nonlocal sent
+            async with connection() as conn:  # fresh planner statistics, as autovacuum keeps them on a table
+                await conn.execute("ANALYZE activity, book_entry, book_head, outbox_event")  # not growing from 0
+            reset = (lambda: statement_times(reset=True)) if stats else None
+            result = await drive(workers, replace(spec, concurrency=n_conns), units, reset)
+            sent += verdicts.total()
+            rows.append(r := Row(path, batch, n_conns, result, verdicts,
+                                 sent / len(residents) if verdicts else math.nan,
+                                 await statement_times() if stats else {}))
             for worker in workers:
                 if isinstance(worker, Poster):
                     worker.close()
-            print(f"  {path:<11} batch {batch:<5} c={conns:<3} {r.per_s:>9,.0f} activities/s  "
-                  f"p50 {r.result.p50_ms:7.1f} ms  errors {r.result.errors}", flush=True)
+            print(f"  {path:<11} batch {batch:<5} c={n_conns:<3} {r.per_s:>9,.0f} activities/s  "
+                  f"p50 {r.result.p50_ms:8.1f} ms  errors {r.result.errors}  {_mix(verdicts)}", flush=True)
 
-        for batch in BATCHES:  # the same rows, batches and concurrency for both baselines
+        for batch in BATCHES:  # the baselines, batch for batch
             units = min(math.ceil(args.rows / batch), MAX_BASELINE_BATCHES)
-            warm = max(1, units // 10)
-            for path, make in (("raw PG", raw_work), ("service", service_work)):
-                tag = f"{stamp}-{path[0]}{batch}"
-                await drive([make(residents, pid, batch, warm, tag + "w", at)] * low, spec, warm)  # discarded
-                await row(path, batch, low, [make(residents, pid, batch, units, tag, at)] * low, units)
-        for conns in args.concurrency:  # interleaved, so drift of a noisy machine hits every batch size alike
-            for batch in BATCHES:
-                build = build_requests(api.port, tokens, batch, f"{stamp}-h{batch}c{conns}", at)
-                await row("HTTP", batch, conns, [Poster(api.port, build, batch) for _ in range(conns)])
-        build = build_requests(api.port, tokens, 100, f"{stamp}-dup", at)
-        first = Poster(api.port, build, 100)  # each resident's batch accepted once, then replayed over and over
-        if any([await first(n) for n in range(len(tokens))]):
-            raise RuntimeError("the batches to replay were not all accepted")
-        first.close()
-        replay = [Poster(api.port, lambda n: build(n % len(tokens)), 100, "duplicate") for _ in range(low)]
-        await row("HTTP replay", 100, low, replay)
-        return rows
+            warm, tag = max(1, units // 10), f"{stamp}-r{batch}"
+            await drive([raw_work(raw_residents, pid, pool, batch, warm, tag + "w")] * conns, spec, warm)  # discarded
+            await row("raw PG", batch, conns, [raw_work(raw_residents, pid, pool, batch, units, tag)] * conns,
+                      Counter(), units)
+        # Each HTTP shape right after its in-process baseline, so both judge against books of about the same size.
+        for batch in (*HTTP_BATCHES, 1):
+            verdicts = Counter[str]()
+            await row("service", batch, conns, [service_work(srcs, pool, batch, f"{stamp}-s{batch}", verdicts)] * conns,
+                      verdicts)
+            if batch > 1:
+                build, verdicts = build_requests(api.port, tokens, pool, batch, f"{stamp}-h{batch}"), Counter[str]()
+                await row("HTTP batch", batch, conns, [Poster(api.port, build, batch, verdicts) for _ in range(conns)],
+                          verdicts)
+        for n_conns in args.single_conns:
+            build, verdicts = build_requests(api.port, tokens, pool, 0, f"{stamp}-h1c{n_conns}"), Counter[str]()
+            await row("HTTP single", 1, n_conns, [Poster(api.port, build, 0, verdicts) for _ in range(n_conns)],
+                      verdicts)
+        return Measured(rows, await _breakdowns(srcs, pool, stamp, args), len(residents), setup_s)
     finally:
         await close_pool()
 
@@ -298,80 +383,195 @@ def _f(value: float, digits: int = 2) -> str:
     return "—" if math.isnan(value) else f"{value:,.{digits}f}"
 
 
-def _us(row: Row, group: str | None = None) -> float:
-    """CPU µs per activity of a group; by default where the intake code ran: the API process over HTTP, this
-    bench process for the baselines."""
+def _mix(verdicts: Counter[str]) -> str:
+    """Share credited, then anything else by share: `100.0 %` or `97.5 % (partially_credited 2.5 %)`."""
+    total = verdicts.total()
+    if not total:
+        return "—"
+    rest = ", ".join(f"{k} {v / total:.1%}" for k, v in verdicts.most_common() if k != "credited")
+    return f"{verdicts['credited'] / total:.1%}" + (f" ({rest})" if rest else "")
+
+
+def _us(row: Row, group: str | None = None, per: str = "activity") -> float:
+    """CPU µs per activity (or request) of a group; by default where the intake code ran: the API process over
+    HTTP, this bench process for the baselines."""
     group = group or ("server" if row.path.startswith("HTTP") else "generator")
-    return row.result.cpu_pct.get(group, 0.0) * 1e4 / row.per_s if row.per_s else math.nan
+    rate = row.per_s if per == "activity" else row.result.rps
+    return row.result.cpu_pct.get(group, 0.0) * 1e4 / rate if rate else math.nan
+
+
+def _base(rows: list[Row], path: str, batch: int) -> Row | None:
+    return next((r for r in rows if r.path == path and r.batch == batch), None)
 
 
 def table(rows: list[Row]) -> str:
-    base = {(r.path, r.batch): r.per_s for r in rows if not r.path.startswith("HTTP")}
-    lines = ["| path | batch | conc | req/s | activities/s | p50 ms | p90 ms | p99 ms | errors | vs raw PG "
-             "| vs service | API CPU | PG CPU | bench CPU | other CPU | app µs CPU/activity | PG µs CPU/activity |",
-             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    lines = ["| path | batch | conns | req/s | activities/s | p50 ms | p90 ms | p99 ms | errors | credited "
+             "| vs raw PG | vs service | API CPU | PG CPU | bench CPU | other CPU | app µs CPU/activity "
+             "| PG µs CPU/activity | book/resident |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for row in rows:
         r, cpu = row.result, {k: f"{v:.0f} %" for k, v in row.result.cpu_pct.items()}
-        vs = [row.per_s / base[(b, row.batch)] if row.path != "HTTP replay" and base.get((b, row.batch)) else math.nan
-              for b in ("raw PG", "service")]
+        vs = [row.per_s / b.per_s if row.path != path and (b := _base(rows, path, row.batch)) and b.per_s
+              else math.nan for path in ("raw PG", "service")]
         lines.append(f"| {row.path} | {row.batch:,} | {row.conns} | {r.rps:,.0f} | {row.per_s:,.0f} | {_f(r.p50_ms)} "
-                     f"| {_f(r.p90_ms)} | {_f(r.p99_ms)} | {r.errors} | {_f(vs[0])} | {_f(vs[1])} | {cpu['server']} "
-                     f"| {cpu['postgres']} | {cpu['generator']} | {cpu['other']} | {_f(_us(row), 1)} "
-                     f"| {_f(_us(row, 'postgres'), 1)} |")
+                     f"| {_f(r.p90_ms)} | {_f(r.p99_ms)} | {r.errors} | {_mix(row.verdicts)} | {_f(vs[0])} "
+                     f"| {_f(vs[1])} | {cpu['server']} | {cpu['postgres']} | {cpu['generator']} | {cpu['other']} "
+                     f"| {_f(_us(row), 1)} | {_f(_us(row, 'postgres'), 1)} | {_f(row.book, 0)} |")
     return "\n".join(lines)
 
 
-def interpretation(rows: list[Row]) -> list[str]:
-    """Sentences computed from the figures, so the text cannot drift from the table."""
-    notes, get = [], {(r.path, r.batch): r for r in reversed(rows)}  # the first row of each path and batch
+def _twin(rows: list[Row], batch: int) -> Row | None:
+    """The HTTP row of an in-process breakdown's shape: batches of its size, or single reports at the fewest
+    connections (the first single row)."""
+    return next((r for r in rows if r.path == ("HTTP single" if batch == 1 else "HTTP batch") and r.batch == batch),
+                None)
+
+
+def _pg_share(row: Row | None, name: str | None, planning: bool = False) -> float:
+    """A statement's share (None: all statements') of PostgreSQL's planning + executor time in a row, or with
+    `planning` of the planning part alone (pg_stat_statements, measured window). Shares, not µs: these are wall
+    times, and on two shared cores a backend waiting for a core inflates them."""
+    total = sum(run + plan for _, run, plan in row.statements.values()) if row else 0.0
+    if not row or not total or (name is not None and name not in row.statements):
+        return math.nan
+    parts = [v for k, v in row.statements.items() if name in (None, k)]
+    return sum(plan + (0 if planning else run) for _, run, plan in parts) / total
+
+
+def _pct(value: float) -> str:
+    return "—" if math.isnan(value) else f"{value:.0%}"
+
+
+def parts_table(parts: list[Breakdown], rows: list[Row]) -> str:
+    """One line per part, in the order of the largest batch's costs; beside each in-process breakdown, what
+    PostgreSQL's executor spent on the same statements in the HTTP row of the same shape, under load."""
+    by, twins = [{p.name: p for p in b.parts} for b in parts], [_twin(rows, b.batch) for b in parts]
+    head = " | ".join(f"batch {b.batch:,}: µs/activity | share | PG share under load" for b in parts)
+    names = [p.name for p in parts[0].parts] + [n for b in by[1:] for n in b if n not in by[0]]
+    names += sorted({n for t in twins if t for n in t.statements} - set(names))
+    lines = [f"| part | kind | {head} |", "|---|---|" + "--:|--:|--:|" * len(parts)]
+    for name in names:
+        kind = next((b[name].kind for b in by if name in b), "SQL")
+        cells = []
+        for b, named, twin in zip(parts, by, twins, strict=True):
+            p = named.get(name)
+            calls = f" ({p.calls / b.calls:g}×)" if p and p.kind == "SQL" else ""
+            mine = f"{_f(b.us_per_activity(p.ns), 1)}{calls} | {p.ns / b.total_ns:.0%}" if p else "— | —"
+            cells.append(f"{mine} | {_pct(_pg_share(twin, name)) if kind == 'SQL' else ''}")
+        lines.append(f"| {name} | {kind} | {' | '.join(cells)} |")
+    totals = [f"**{_f(b.us_per_activity(b.total_ns), 1)}** | 100% | "
+              + (f"100% of {_f(_us(t, 'postgres'), 1)} µs PG CPU" if t and t.statements else "—")
+              for b, t in zip(parts, twins, strict=True)]
+    lines.append(f"| **total** | | {' | '.join(totals)} |")
+    return "\n".join(lines)
+
+
+def _target(rows: list[Row], path: str, goal: int, what: str) -> str:
+    """Each request shape of a path against the goal, best connection count for each."""
+    best: dict[int, Row] = {}
+    for r in rows:
+        if r.path == path and (r.batch not in best or r.per_s > best[r.batch].per_s):
+            best[r.batch] = r
+    shapes = [f"{'batches of ' + format(b, ',') if path == 'HTTP batch' else 'one per request'} {r.per_s:,.0f}/s "
+              f"at {r.conns} connections, " + ("**met**" if r.per_s >= goal else f"**missed** ({r.per_s / goal:.0%})")
+              for b, r in sorted(best.items())]
+    return f"{what} ≥ {goal:,}/s: " + ("; ".join(shapes) if shapes else "not measured")
+
+
+def _split(b: Breakdown) -> str:
+    sql = sum(p.ns for p in b.parts if p.kind == "SQL")
+    top = ", ".join(f"{p.name} {p.ns / b.total_ns:.0%}" for p in b.parts[:4])
+    trips = sum(p.calls for p in b.parts if p.kind == "SQL") / b.calls
+    per = b.us_per_activity(b.total_ns)
+    return (f"{per * b.batch / 1e3:,.2f} ms per call ({per:,.1f} µs per activity), {trips:g} SQL round trips "
+            f"taking {sql / b.total_ns:.0%} of it and Python {1 - sql / b.total_ns:.0%}; largest: {top}")
+
+
+def _pg_note(row: Row) -> str:
+    """The statements with the largest shares of PostgreSQL's statement time, with the PostgreSQL CPU per activity
+    that share would stand for, and how much of it was planning (a custom plan is made anew for every call)."""
+    if not row.statements:
+        return ""
+    top, cpu = sorted(row.statements, key=lambda k: -_pg_share(row, k))[:3], _us(row, "postgres")
+    return (" PostgreSQL's statement time (planning and executing) went to " + ", ".join(
+        f"{k} {_pg_share(row, k):.0%} (~{_f(_pg_share(row, k) * cpu, 0)} µs CPU per activity)" for k in top)
+        + f"; planning took {_pg_share(row, None, planning=True):.0%} of it.")
+
+
+def interpretation(m: Measured) -> list[str]:
+    """Sentences computed from the figures, so the text cannot drift from the tables."""
+    rows, notes = m.rows, [
+        "Targets: " + " — ".join([_target(m.rows, "HTTP batch", TARGET["batch"], "batched ingestion"),
+                                 _target(m.rows, "HTTP single", TARGET["single"], "single reports")]) + "."
+    ]
     for b in BATCHES:
-        raw, svc = get.get(("raw PG", b)), get.get(("service", b))
-        http = max((r for r in rows if r.path == "HTTP" and r.batch == b), key=lambda r: r.per_s, default=None)
+        raw, svc = _base(rows, "raw PG", b), _base(rows, "service", b)
+        path = "HTTP single" if b == 1 else "HTTP batch"
+        http = max((r for r in rows if r.path == path and r.batch == b), key=lambda r: r.per_s, default=None)
         if raw and svc and http and raw.per_s and svc.per_s:
             notes.append(
-                f"Batches of {b:,}: raw PostgreSQL {raw.per_s:,.0f} rows/s, the service in-process {svc.per_s:,.0f} "
-                f"({svc.per_s / raw.per_s:.0%} of raw), HTTP at best {http.per_s:,.0f} activities/s at {http.conns} "
-                f"connections ({http.per_s / raw.per_s:.0%} of raw, {http.per_s / svc.per_s:.0%} of the service). CPU "
-                f"per activity: API process {_us(http):,.1f} µs vs the service alone {_us(svc):,.1f} µs; PostgreSQL "
-                f"{_us(http, 'postgres'):,.1f} µs over HTTP vs {_us(raw, 'postgres'):,.1f} µs raw."
+                f"{'Single reports' if b == 1 else f'Batches of {b:,}'}: raw PostgreSQL inserts {raw.per_s:,.0f} "
+                f"rows/s, `record_reports` in-process {svc.per_s:,.0f} ({svc.per_s / raw.per_s:.0%} of raw), HTTP "
+                f"{http.per_s:,.0f} activities/s ({http.per_s / raw.per_s:.0%} of raw, {http.per_s / svc.per_s:.0%} "
+                f"of the service). CPU per activity: API process {_f(_us(http), 1)} µs against {_f(_us(svc), 1)} µs "
+                f"for the service alone (HTTP, auth, limits and JSON add {_f(_us(http) - _us(svc), 1)} µs); "
+                f"PostgreSQL {_f(_us(http, 'postgres'), 1)} µs over HTTP, {_f(_us(svc, 'postgres'), 1)} µs for the "
+                f"service, {_f(_us(raw, 'postgres'), 1)} µs for the bare INSERT."
             )
-    if http_rows := [r for r in rows if r.path == "HTTP"]:
-        top = max(http_rows, key=lambda r: r.per_s)
-        c, cores = top.result.cpu_pct, 100 * len(os.sched_getaffinity(0))
-        verdict = "neither the API worker nor the cores were saturated, so waits (commits, Valkey) set the pace"
+    cores = 100 * len(os.sched_getaffinity(0))
+    for path in ("HTTP batch", "HTTP single"):
+        top = max((r for r in rows if r.path == path), key=lambda r: r.per_s, default=None)
+        if top is None:
+            continue
+        c = top.result.cpu_pct
+        verdict = "neither the API worker nor the cores were saturated, so waits (locks, commits) set the pace"
         if c["server"] >= 85:
             verdict = "the single API worker is the bottleneck"
         elif c["machine"] >= 0.85 * cores:
             verdict = "the cores are (nearly) saturated: API, PostgreSQL and generator share them"
         notes.append(
-            f"The best HTTP row (batch {top.batch:,}, {top.conns} connections) used {c['server']:.0f} % of a core "
-            f"in the API process, {c['postgres']:.0f} % in PostgreSQL, {c['valkey']:.0f} % in Valkey, "
-            f"{c['generator']:.0f} % in this generator and {c['other']:.0f} % in other tenants (machine busy "
-            f"{c['machine']:.0f} % of {cores} %): {verdict}."
+            f"Best {path} row ({top.batch:,} per request, {top.conns} connections): per request "
+            f"{_f(_us(top, per='r'), 0)} µs of API CPU and {_f(_us(top, 'postgres', 'r'), 0)} µs of PostgreSQL CPU; "
+            f"the API process used {c['server']:.0f} % of a core, PostgreSQL {c['postgres']:.0f} %, Valkey "
+            f"{c['valkey']:.0f} %, this generator {c['generator']:.0f} %, other tenants {c['other']:.0f} % "
+            f"(machine busy {c['machine']:.0f} % of {cores} %): {verdict}." + _pg_note(top)
         )
-    replay = get.get(("HTTP replay", 100))
-    fresh = next((r for r in rows if r.path == "HTTP" and r.batch == 100 and replay and r.conns == replay.conns), None)
-    if replay and fresh and fresh.per_s:
-        notes.append(f"Replaying accepted batches of 100 (all `duplicate`: the INSERT conflicts, then the stored "
-                     f"digests are read) ran at {replay.per_s:,.0f} activities/s, {replay.per_s / fresh.per_s:.0%} of "
-                     f"fresh batches of 100 at the same concurrency.")
+    for b in m.parts:
+        notes.append(f"In-process, `record_reports` with {b.batch:,} {'activity' if b.batch == 1 else 'activities'} "
+                     f"(mean of {b.calls:,} calls, books of ~{m.rows[-1].book:,.0f} activities): {_split(b)}.")
+    judged = sum((r.verdicts for r in rows), Counter[str]())
+    notes.append(f"Verdicts over all {judged.total():,} judged activities: {_mix(judged)} credited; residents' books "
+                 f"grew to ~{m.rows[-1].book:,.0f} activities each over the run (the context query reads a "
+                 f"resident's claims around the reported days, so later rows judge against larger books).")
     errors = sum(r.result.errors for r in rows)
     kinds = "; ".join(f"{r.path} {r.batch}@{r.conns}: {r.result.error_kinds}" for r in rows if r.result.errors)
     return [*notes, f"Errors across all rows: {errors}." + (f" Kinds: {kinds}" if errors else "")]
 
 
-def render(when: datetime, settings: str, rows: list[Row]) -> str:
+def render(when: datetime, settings: str, m: Measured) -> str:
     return "\n".join([
         f"## Partner intake — latest run: {when:%Y-%m-%d %H:%M} UTC", "",
-        "`POST /v1/partner/activities` against the same unnest INSERT through asyncpg (raw PG) and "
-        "`receive_activities` in-process (service); written by `python -m bench.intake` (see bench/README.md).", "",
-        *(f"- **{k}**: {v}" for k, v in machine().items()), f"- **settings**: {settings}", "",
-        table(rows), "",
-        "req/s counts batches (HTTP: requests); the ratios compare activities/s with the baseline of the same batch "
-        "size. *bench CPU* is this process (the generator, or the baselines' client code); *app µs CPU/activity* is "
-        "the API process for HTTP rows and this process for the baselines, where the intake code ran.", "",
+        "Partner intake end to end through HTTP (`POST /v1/partner/activities` batches, `POST /v1/partner/activity` "
+        "single reports: judged with dedupe, plausibility and caps, credited into the hash-chained book, outbox "
+        "events recorded) against raw PostgreSQL inserts of the same activity rows and `record_reports` "
+        "in-process; written by `python -m bench.intake` (see bench/README.md).", "",
+        *(f"- **{k}**: {v}" for k, v in machine().items()), f"- **code**: {m.code}", f"- **settings**: {settings}", "",
+        table(m.rows), "",
+        "req/s counts requests (baselines: batches); the ratios compare activities/s with the baseline of the same "
+        "batch size (single reports with batches of 1). *credited* is the verdict mix of everything the row sent, "
+        "warm-up included. *bench CPU* is this process (the generator, or the baselines' code); *app µs "
+        "CPU/activity* is the API process for HTTP rows and this process for the baselines, where the intake code "
+        "ran. *book/resident*: activities per judged resident when the row ended.", "",
+        "**Where the time goes**: `record_reports` in-process, one call at a time, parts timed by wrappers "
+        "(bench/intake_breakdown.py); SQL parts are round-trip wall time (PostgreSQL, loopback, asyncpg), with "
+        "round trips per call in brackets; Python parts are CPU of the bench process. *PG share under load*: the "
+        "statement's share of PostgreSQL's planning + executing time (pg_stat_statements) during the HTTP row of "
+        "the same shape (batches of 1,000; single reports at the fewest connections), beside that row's "
+        "PostgreSQL CPU per activity from /proc (which also holds protocol work, commits and WAL, and background "
+        "workers; a COMMIT's WAL flush is not statement time).", "",
+        parts_table(m.parts, m.rows), "",
         "**Interpretation** (generated from the figures above)", "",
-        *(f"- {n}" for n in interpretation(rows)),
+        *(f"- {n}" for n in interpretation(m)),
         "- Closed-loop load on shared cores: latency under overload is queueing; compare ratios and CPU per activity, "
         "not absolute figures across machines; differences under ~10 % between runs are noise.",
     ]) + "\n"
@@ -398,24 +598,42 @@ def write_results(report: str) -> None:
 # -- main ----------------------------------------------------------------------------------------------------
 
 
+def _ints(raw: str) -> list[int]:
+    return [int(c) for c in str(raw).split(",") if c.strip()]
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.intake", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per HTTP row (default 8)")
+    parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per timed row (default 8)")
     parser.add_argument("--warmup", type=float, default=2.0, help="discarded seconds before each (default 2)")
-    parser.add_argument("--concurrency", default="8,32", help="comma-separated HTTP connections (default 8,32)")
-    parser.add_argument("--residents", type=int, default=20, help="linked residents the requests rotate over")
-    parser.add_argument("--rows", type=int, default=100_000, help="rows per baseline row (default 100000)")
+    parser.add_argument("--batch-conns", type=int, default=8,
+                        help="connections for HTTP batches, tasks for the baselines (default 8)")
+    parser.add_argument("--single-conns", type=_ints, default=[8, 32],
+                        help="comma-separated connections for single reports (default 8,32)")
+    parser.add_argument("--residents", type=int, default=500,
+                        help="linked residents requests rotate over (default 500)")
+    parser.add_argument("--browser", type=int, default=2, help="of them, linked through the browser flow (default 2)")
+    parser.add_argument("--rows", type=int, default=100_000, help="rows per raw PG row (default 100000)")
+    parser.add_argument("--profile-batches", type=int, default=5,
+                        help="breakdown: calls with 1,000 activities (default 5)")
+    parser.add_argument("--profile-singles", type=int, default=400,
+                        help="breakdown: calls with one activity (default 400)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     args = parser.parse_args(argv)
-    args.concurrency = [int(c) for c in str(args.concurrency).split(",") if c.strip()]
-    if not (args.concurrency and 1 <= min(args.concurrency) <= max(args.concurrency) <= 256 and 0.5 <= args.duration
-            <= 120 and 0 <= args.warmup <= 60 and 1 <= args.residents <= 200 and 1_000 <= args.rows <= 1_000_000):
-        parser.error("--concurrency 1–256, --duration 0.5–120, --warmup 0–60, --residents 1–200, --rows 1000–1000000")
+    if not (1 <= args.batch_conns <= 64 and args.single_conns and 1 <= min(args.single_conns)
+            and max(args.single_conns) <= 256 and 0.5 <= args.duration <= 120 and 0 <= args.warmup <= 60
+            and 20 <= args.residents <= 5000 and 0 <= args.browser <= min(10, args.residents)
+            and 1_000 <= args.rows <= 1_000_000 and 1 <= args.profile_batches <= 100
+            and 1 <= args.profile_singles <= 10_000):
+        parser.error("--batch-conns 1–64, --single-conns 1–256, --duration 0.5–120, --warmup 0–60, --residents "
+                     "20–5000, --browser 0–10, --rows 1000–1000000, --profile-batches 1–100, --profile-singles "
+                     "1–10000")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    room = headroom()  # refuses a mix that caps or plausibility would not credit
     signal.signal(signal.SIGTERM, raise_interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background
     work = Path(tempfile.mkdtemp(prefix="cw-bench-intake-"))
@@ -424,20 +642,35 @@ def main(argv: list[str] | None = None) -> int:
 
     servers, running, started = LocalServers(data_dir, ephemeral=True), list[Server](), time.perf_counter()
     try:
-        api = Server("api", ["--factory", "api.app:create_app"], prepare(servers, data_dir), work, "/ready")
+        env = prepare(servers, data_dir)
+        stats = enable_statement_stats(servers)  # before any pool connects: it restarts PostgreSQL
+        api = Server("api", ["--factory", "api.app:create_app"], env, work, "/ready")
         running.append(api)
         api.start()
-        spec = LoadSpec(port=api.port, path=PATH, concurrency=1, duration_s=args.duration, warmup_s=args.warmup,
-                        server_pid=api.proc.pid if api.proc else None,
+        code = code_state()  # what the API just imported
+        spec = LoadSpec(port=api.port, path=BATCH_PATH, concurrency=1, duration_s=args.duration,
+                        warmup_s=args.warmup, server_pid=api.proc.pid if api.proc else None,
                         postgres_pid=pid_file(data_dir / "pg" / "postmaster.pid"),
                         valkey_pid=pid_file(data_dir / "valkey" / "server.pid"))
-        rows = asyncio.run(measure_all(api, spec, args))
+        run: Callable[..., Measured] = asyncio.run
+        with contextlib.suppress(ImportError):
+            import uvloop  # the API runs on uvloop; so do the in-process baselines, for a fair comparison
+
+            run = uvloop.run
+        measured = replace(run(measure_all(api, spec, env, args, stats)), code=code)
+        day, month = min(d for d, _ in room.values()), min(mo for _, mo in room.values())
         report = render(datetime.now(UTC), (
-            f"uvicorn 1 worker, --no-access-log; HTTP rows: {args.warmup:g} s warm-up + {args.duration:g} s measured, "
-            f"new event ids in every request, rotating over {args.residents} linked residents' tokens; baselines: "
-            f"{args.rows:,} rows per row (at most {MAX_BASELINE_BATCHES:,} batches) after a discarded tenth, "
-            f"{min(args.concurrency)} concurrent tasks on a pool of as many connections; generator: this process's "
-            f"raw-socket keep-alive client, on the same cores as the API, PostgreSQL and Valkey"), rows)
+            f"uvicorn 1 worker, --no-access-log; timed rows (service, HTTP): {args.warmup:g} s warm-up + "
+            f"{args.duration:g} s measured; raw PG: {args.rows:,} rows per row (at most {MAX_BASELINE_BATCHES:,} "
+            f"batches) after a discarded tenth, for {RAW_RESIDENTS} residents of its own; {args.batch_conns} "
+            f"concurrent tasks (baselines, pool of as many connections) or connections (HTTP batches), "
+            f"{'/'.join(map(str, args.single_conns))} for single reports; requests rotate over {measured.residents} "
+            f"residents ({args.browser} linked through the browser flow, the rest in-process, {measured.setup_s:.0f} "
+            f"s in all), each activity a fresh event id, one of {len(MIX)} non-transport behaviours with "
+            f"occurred_at spread over the last {SPREAD.days} days, quantities leaving room for ≥ {day:,} a day and "
+            f"≥ {month:,} a month per behaviour and resident before a cap; generator: this process's raw-socket "
+            f"keep-alive client, on the same cores as the API, PostgreSQL and Valkey; outbox relay not running "
+            f"(events are recorded, not dispatched)"), measured)
         print("\n" + report)
         if not args.no_write:
             write_results(report)
