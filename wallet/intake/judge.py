@@ -136,10 +136,15 @@ FROM activity a LEFT JOIN partner p ON p.id = a.partner
 WHERE a.holder = $1 AND a.verdict IN ('credited', 'partially_credited', 'held') AND a.occurred_at BETWEEN $2 AND $3
   AND a.behaviour = ANY($9::text[])
 UNION ALL
-SELECT 'usage', NULL, NULL, behaviour, NULL, NULL, NULL, sum(quantity)::bigint, local_day, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, 0, 0, coalesce(sum(quantity) FILTER (WHERE trust_tier = 'self_reported'), 0)::bigint
-FROM book_entry WHERE holder = $1 AND behaviour = ANY($4::text[]) AND local_day BETWEEN $5 AND $6
-GROUP BY behaviour, local_day
+SELECT 'usage', NULL, NULL, b.code, NULL, NULL, NULL, u.q, u.local_day, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, 0, 0, u.self_q
+FROM unnest($4::text[]) AS b(code)
+CROSS JOIN LATERAL (  -- per behaviour, so the (holder, behaviour, local_day) index serves it, not a month scan
+    SELECT local_day, sum(quantity)::bigint AS q,
+           coalesce(sum(quantity) FILTER (WHERE trust_tier = 'self_reported'), 0)::bigint AS self_q
+    FROM book_entry WHERE holder = $1 AND behaviour = b.code AND local_day BETWEEN $5 AND $6
+    GROUP BY local_day
+) AS u
 UNION ALL
 SELECT 'stored', a.id, a.sub_account, a.behaviour, NULL, NULL, NULL, NULL, NULL, NULL, NULL, a.external_id,
        a.request_digest, a.verdict, a.reason_code, a.reason_params, a.credited_quantity, a.credited_mg, 0
