@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
-import uuid
 from collections.abc import AsyncIterator
-from datetime import date, datetime
+from datetime import date
 from typing import Any, Literal
 
 import msgspec
@@ -38,6 +37,7 @@ from wallet.book.reads import (
     activities_page,
     daily_series,
     decode_cursor,
+    decode_keyset,
     encode_cursor,
     entries_page,
     iter_entries,
@@ -186,15 +186,7 @@ class BookController(Controller):
         """Newest first, each with its verdict and the reason in my language ("already counted from … at
         08:12", "daily walking cap of 20,000 steps reached"). Filter by `verdict`; pass `next_cursor` back."""
         holder = await get_holder(request.user.holder_id)
-        before = None
-        if cursor is not None:
-            at, ident = decode_cursor(cursor, 2)
-            try:
-                before = (datetime.fromisoformat(at), uuid.UUID(ident))
-            except ValueError as exc:
-                raise DomainError(
-                    "invalid", "invalid-cursor", "cursor must be a next_cursor from a previous page."
-                ) from exc
+        before = decode_keyset(cursor)
         rows = await activities_page(holder["id"], before=before, limit=_limit(limit), verdict=verdict)
         en = holder["language"] == "en"
         items = [

@@ -18,7 +18,7 @@ from api.problems import problem_responses
 from api.residents.schemas import Input
 from api.security import BEARER
 from wallet.book.corrections import reverse_entry
-from wallet.book.reads import decode_cursor, encode_cursor
+from wallet.book.reads import decode_keyset, encode_cursor
 from wallet.errors import DomainError
 from wallet.intake.review import held_page, resolve
 
@@ -76,14 +76,7 @@ class ReviewController(Controller):
         """Oldest first, with why each was held and the evidence the source sent."""
         if not 1 <= limit <= 200:
             raise DomainError("invalid", "invalid-limit", "limit must be between 1 and 200.")
-        after = None
-        if cursor is not None:
-            at, ident = decode_cursor(cursor, 2)
-            try:
-                after = (datetime.fromisoformat(at), uuid.UUID(ident))
-            except ValueError as exc:
-                raise DomainError("invalid", "invalid-cursor", "cursor must be a next_cursor.") from exc
-        rows = await held_page(before=after, limit=limit)
+        rows = await held_page(before=decode_keyset(cursor), limit=limit)
         items = [
             HeldActivity(
                 id=r["id"], holder_id=r["holder"], event_id=r["external_id"], behaviour=r["behaviour"],

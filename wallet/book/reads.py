@@ -16,8 +16,10 @@ import msgspec
 from wallet.db import connection
 from wallet.errors import DomainError
 
-__all__ = ["activities_page", "daily_series", "decode_cursor", "encode_cursor", "entries_page", "iter_entries",
-           "summary"]
+__all__ = [
+    "activities_page", "daily_series", "decode_cursor", "decode_keyset", "encode_cursor", "entries_page",
+    "iter_entries", "local_today", "summary",
+]
 
 DAYS_MAX = 366
 
@@ -34,6 +36,17 @@ def decode_cursor(cursor: str, arity: int) -> list[str]:
     if not isinstance(parts, list) or len(parts) != arity or not all(isinstance(p, str) for p in parts):
         raise DomainError("invalid", "invalid-cursor", "cursor must be a next_cursor from a previous page.")
     return parts
+
+
+def decode_keyset(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
+    """A (time, id) keyset cursor from `encode_cursor(time.isoformat(), id)`, as the activity lists page."""
+    if cursor is None:
+        return None
+    at, ident = decode_cursor(cursor, 2)
+    try:
+        return datetime.fromisoformat(at), uuid.UUID(ident)
+    except ValueError as exc:
+        raise DomainError("invalid", "invalid-cursor", "cursor must be a next_cursor from a previous page.") from exc
 
 
 def local_today(time_zone: str, now: datetime | None = None) -> date:
