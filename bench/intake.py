@@ -19,18 +19,14 @@ import contextlib
 import math
 import os
 import secrets
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -52,7 +48,7 @@ from bench.intake_setup import (
 )
 from bench.load import HOST, LoadResult, LoadSpec, cpu_pct, cpu_snapshot, summarise
 from bench.run import HISTORY as RUN_HISTORY
-from bench.run import RESULTS, ROOT, Server, machine, pid_file, prepare, raise_interrupt
+from bench.run import RESULTS, ROOT, Server, machine, pid_file, prepare, session
 
 BATCH_PATH, SINGLE_PATH = "/v1/partner/activities", "/v1/partner/activity"
 BATCHES = (1, 100, 1000)  # the baselines' batch sizes; 1 is the single reports' baseline
@@ -634,14 +630,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     room = headroom()  # refuses a mix that caps or plausibility would not credit
-    signal.signal(signal.SIGTERM, raise_interrupt)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background
-    work = Path(tempfile.mkdtemp(prefix="cw-bench-intake-"))
-    data_dir = work / "data"
-    from api.local.servers import LocalServers
-
-    servers, running, started = LocalServers(data_dir, ephemeral=True), list[Server](), time.perf_counter()
-    try:
+    with session("cw-bench-intake-") as bench:
+        work, data_dir, servers, running, started = (
+            bench.work, bench.data_dir, bench.servers, bench.running, bench.started
+        )
         env = prepare(servers, data_dir)
         stats = enable_statement_stats(servers)  # before any pool connects: it restarts PostgreSQL
         api = Server("api", ["--factory", "api.app:create_app"], env, work, "/ready")
@@ -676,20 +668,7 @@ def main(argv: list[str] | None = None) -> int:
             write_results(report)
             print(f"written to {RESULTS.relative_to(ROOT)} ({time.perf_counter() - started:.0f}s in all)")
         return 0
-    except KeyboardInterrupt:
-        print("\ninterrupted; stopping everything", file=sys.stderr)
-        return 130
-    except Exception:
-        for server in running:
-            print(f"--- {server.name} log tail ---\n{server.log_tail()}", file=sys.stderr)
-        raise
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish cleaning up even if Ctrl-C is pressed again
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for server in reversed(running):
-            server.stop()
-        servers.stop()
-        shutil.rmtree(work, ignore_errors=True)
+    return 130
 
 
 if __name__ == "__main__":

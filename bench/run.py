@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -366,18 +367,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    signal.signal(signal.SIGTERM, raise_interrupt)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background
-    work = Path(tempfile.mkdtemp(prefix="cw-bench-"))
-    data_dir = work / "data"
+@dataclass
+class Session:
+    """What one benchmark run starts: its scratch folder, the embedded servers and the uvicorn processes."""
+
+    work: Path
+    data_dir: Path
+    servers: LocalServers
+    running: list[Server]
+    started: float
+
+
+@contextlib.contextmanager
+def session(prefix: str) -> Iterator[Session]:
+    """Everything a run starts is stopped again, also on Ctrl-C, SIGTERM or an error (then with each server's
+    log tail). An interrupt is swallowed here; the caller returns 130 after the `with`."""
     from api.local.servers import LocalServers
 
-    servers = LocalServers(data_dir, ephemeral=True)
-    running: list[Server] = []
-    started = time.perf_counter()
+    signal.signal(signal.SIGTERM, raise_interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    s = Session(work, work / "data", LocalServers(work / "data", ephemeral=True), [], time.perf_counter())
     try:
+        yield s
+    except KeyboardInterrupt:
+        print("\ninterrupted; stopping everything", file=sys.stderr)
+    except Exception:
+        for server in s.running:
+            print(f"--- {server.name} log tail ---\n{server.log_tail()}", file=sys.stderr)
+        raise
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish cleaning up even if Ctrl-C is pressed again
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for server in reversed(s.running):
+            server.stop()
+        s.servers.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with session("cw-bench-") as run:
+        work, data_dir, servers, running, started = run.work, run.data_dir, run.servers, run.running, run.started
         env = prepare(servers, data_dir)
         hello = Server("hello", ["bench.hello:app"], env, work, "/")
         api = Server("api", ["--factory", "api.app:create_app"], env, work, "/ready")
@@ -413,20 +444,7 @@ def main(argv: list[str] | None = None) -> int:
             write_results(report)
             print(f"written to {RESULTS.relative_to(ROOT)} ({time.perf_counter() - started:.0f}s in all)")
         return 0
-    except KeyboardInterrupt:
-        print("\ninterrupted; stopping everything", file=sys.stderr)
-        return 130
-    except Exception:
-        for server in running:
-            print(f"--- {server.name} log tail ---\n{server.log_tail()}", file=sys.stderr)
-        raise
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish cleaning up even if Ctrl-C is pressed again
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for server in reversed(running):
-            server.stop()
-        servers.stop()
-        shutil.rmtree(work, ignore_errors=True)
+    return 130
 
 
 if __name__ == "__main__":

@@ -25,29 +25,17 @@ from schemathesis.specs.openapi.checks import (
     allow_header_conformance,
 )
 
+from api.partners.controllers import has_nul
 from tests.partner_support import activity, bearer, create_partner, link
 from tests.support import PASSWORD, Resident, assert_problem, register
 
 MAX_EXAMPLES = 25
 SEED = 20_251_121
 DESTRUCTIVE = {"logout", "deleteMyAccount", "changeMyPassword"}
-# Known product bugs, each pinned by a strict xfail test at the end of this file: the one check the bug trips
-# is left out for that one operation. Drop the entry when its test starts passing (strict xfail fails then).
-KNOWN_BUGS: dict[str, list[Any]] = {}
 # PostgreSQL text and jsonb cannot hold U+0000, so activities carrying it are refused with 400 although JSON
 # Schema allows it (pinned by test_a_nul_character_is_refused_not_a_server_error); generated bodies with a
 # NUL are left out for these operations.
 NUL_REFUSED = {"reportMyActivities", "partnerReportActivities", "partnerReportActivity"}
-
-
-def _carries_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_carries_nul(k) or _carries_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_carries_nul(v) for v in value)
-    return False
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +89,7 @@ def _needs_token(case: Case) -> bool:
 @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_operation_conforms_to_its_contract(case: Case, client: httpx.Client, contract_holder: Resident) -> None:
     operation_id = case.operation.definition.raw.get("operationId", "")
-    assume(operation_id not in NUL_REFUSED or not _carries_nul(case.body))
+    assume(operation_id not in NUL_REFUSED or not has_nul(case.body))
     headers: dict[str, Any] | None = None
     if _needs_token(case):
         destructive = case.operation.definition.raw.get("operationId") in DESTRUCTIVE
@@ -109,7 +97,7 @@ def test_operation_conforms_to_its_contract(case: Case, client: httpx.Client, co
         headers = {"Authorization": f"Bearer {holder.access_token}"}
     # Allow on OPTIONS is excluded only because of litestar-org/litestar#4169 (fixed in Litestar 3 only);
     # `test_options_allow_header_lists_every_method` below tracks it and fails once the bug is gone.
-    excluded = [allow_header_conformance, *KNOWN_BUGS.get(operation_id, [])]
+    excluded = [allow_header_conformance]
     case.call_and_validate(headers=headers, excluded_checks=excluded)
 
 

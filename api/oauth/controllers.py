@@ -40,7 +40,7 @@ from api.oauth.web import (
     strings,
 )
 from api.partners.auth import check_partner_limits
-from api.problems import problem_body
+from api.problems import Problem, problem_body
 from api.security import client_ip, login_subject
 from wallet.accounts.service import link_partner
 from wallet.db import connection, engine
@@ -72,18 +72,11 @@ class TokenResponse(msgspec.Struct, kw_only=True):
     sub_account_id: str
 
 
-class OAuthErrorBody(msgspec.Struct, kw_only=True):
+class OAuthErrorBody(Problem, kw_only=True):
     """RFC 6749 §5.2 (`error`, `error_description`) with the RFC 9457 members beside them."""
 
     error: str
     error_description: str
-    type: str
-    title: str
-    status: int
-    detail: str
-    instance: str
-    code: str
-    request_id: str | None = None
 
 
 def _oauth_errors(*statuses: int) -> dict[int, ResponseSpec]:

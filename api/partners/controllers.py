@@ -45,8 +45,8 @@ from wallet.intake.service import activity_counts
 from wallet.partners.service import get_partner_by_client_id, webhook_secrets
 
 __all__ = [
-    "BATCH_BODY_MAX_BYTES", "PartnerApiController", "PushController", "batch_receipt", "receipt_out", "strict_body",
-    "to_report",
+    "BATCH_BODY_MAX_BYTES", "PartnerApiController", "PushController", "batch_receipt", "has_nul", "receipt_out",
+    "strict_body", "to_report",
 ]
 
 T = TypeVar("T")
@@ -56,7 +56,7 @@ BATCH_BODY_MAX_BYTES = 2 * 1024 * 1024
 
 
 def to_report(item: ActivityIn) -> Report:
-    if _has_nul(item.details) or "\x00" in item.behaviour:
+    if has_nul(item.details) or "\x00" in item.behaviour:
         raise ValidationException(detail=f"Activity {item.event_id!r} contains a NUL character (U+0000); remove it.")
     return Report(
         external_id=item.event_id, behaviour=item.behaviour, quantity=item.quantity,
@@ -64,14 +64,14 @@ def to_report(item: ActivityIn) -> Report:
     )
 
 
-def _has_nul(value: Any) -> bool:
+def has_nul(value: Any) -> bool:
     """PostgreSQL text and jsonb cannot hold U+0000: refuse it as bad input instead of failing the insert."""
     if isinstance(value, str):
         return "\x00" in value
     if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
     if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
+        return any(has_nul(v) for v in value)
     return False
 
 

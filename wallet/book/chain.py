@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["DOMAIN", "EntryFields", "canonical_bytes", "chain_hash", "genesis"]
+__all__ = ["DOMAIN", "Draft", "EntryFields", "canonical_bytes", "chain_hash", "genesis"]
 
 DOMAIN = b"carbon-book/v1\n"
 
@@ -33,12 +33,10 @@ def _time(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-@dataclass(frozen=True, slots=True)
-class EntryFields:
-    """Everything an entry asserts. The verifier rebuilds this from the stored columns and compares bytes."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Draft:
+    """An entry before it has a place in the chain."""
 
-    holder_id: uuid.UUID
-    seq: int
     kind: str
     activity_id: uuid.UUID
     external_id: str
@@ -55,8 +53,17 @@ class EntryFields:
     energy: int
     occurred_at: datetime
     local_day: date
-    recorded_at: datetime
     note: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EntryFields(Draft):
+    """Everything an entry asserts: a draft with its place in a holder's chain. The verifier rebuilds this from
+    the stored columns and compares bytes."""
+
+    holder_id: uuid.UUID
+    seq: int
+    recorded_at: datetime
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -7,12 +7,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
-from wallet.book.chain import EntryFields, canonical_bytes, chain_hash, genesis
+from wallet.book.chain import Draft, EntryFields, canonical_bytes, chain_hash, genesis
 from wallet.db import connection
 
 __all__ = [
@@ -28,29 +28,6 @@ class Head:
     hash: bytes
     total_mg: int
     time_zone: str
-
-
-@dataclass(frozen=True, slots=True)
-class Draft:
-    """An entry before it has a place in the chain."""
-
-    kind: str
-    activity_id: uuid.UUID
-    external_id: str
-    reverses: int | None
-    sub_account_id: uuid.UUID
-    partner_id: uuid.UUID | None
-    trust_tier: str
-    behaviour: str
-    behaviour_version: int
-    methodology_release: str
-    category: str
-    quantity: int
-    reduction_mg: int
-    energy: int
-    occurred_at: datetime
-    local_day: date
-    note: str = ""
 
 
 async def lock_head(conn: asyncpg.Connection, holder_id: uuid.UUID) -> Head:

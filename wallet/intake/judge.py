@@ -178,12 +178,13 @@ async def record_reports(source: Source, reports: Sequence[Report], *, now: date
     by_id = {r.external_id: r for r, _, _ in decided}
     out: list[Receipt] = []
     for report in reports:
-        digest = report.digest()
+        first_report, first_digest = fresh[report.external_id]
+        digest = first_digest if first_report is report else report.digest()
         first = by_id.get(report.external_id)
-        if first is not None and fresh[report.external_id][0] is report:
+        if first is not None and first_report is report:
             receipt = first
         elif first is not None:  # a repeat inside one request: a replay of the first, or a conflict
-            receipt = _replay(report.external_id, digest, fresh[report.external_id][1], first)
+            receipt = _replay(report.external_id, digest, first_digest, first)
         else:
             saved_digest, saved = stored[report.external_id]
             receipt = _replay(report.external_id, digest, saved_digest, saved)

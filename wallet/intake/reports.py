@@ -10,9 +10,8 @@ from typing import Any, Literal
 
 import msgspec
 
-__all__ = ["BATCH_MAX", "Report", "Source", "Via"]
+__all__ = ["Report", "Source", "Via"]
 
-BATCH_MAX = 1000
 Via = Literal["token", "signed_push", "self"]
 
 
