@@ -16,6 +16,7 @@ APP_REGISTRY = AppRegistry(
     apps=[
         "wallet.piccolo_app",
         "notifications.piccolo_app",
+        "gamification.piccolo_app",
         "api.auth.piccolo_app",
         "api.oauth.piccolo_app",
     ]

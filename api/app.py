@@ -24,6 +24,10 @@ from api.accounts.controllers import AccountsController
 from api.auth.middleware import BearerAuthMiddleware
 from api.auth.tokens import AccessTokens, PartnerTokens
 from api.book.controllers import BookController
+from api.donations.controllers import DonationsController, MyDonationsController
+from api.energy.controllers import EnergyController, FriendEnergyController
+from api.mall.admin import LedgerAdminController, MallAdminController, ProjectAdminController
+from api.mall.controllers import MallController, RedemptionsController
 from api.methodology.controllers import MethodologyController
 from api.oauth.controllers import MetadataController, OAuthController
 from api.oauth.web import WEB_SESSION_TTL_S, ConsentTokens
@@ -38,7 +42,9 @@ from api.review.controllers import CorrectionsController, ReviewController
 from api.settings import Settings, get_settings
 from api.system.controllers import SystemController
 from wallet.db import close_pool, start_pool
+from wallet.energy.policy import configure as configure_energy
 from wallet.holders.passwords import Passwords
+from wallet.mall.merchant import MerchantClient
 from wallet.sealing import SecretBox
 
 __all__ = ["create_app"]
@@ -65,6 +71,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        configure_energy(settings.energy)
         await start_pool(settings.database_url, size_min=2, size_max=20)
         redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
         app.state.redis = redis
@@ -83,9 +90,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         path="/", route_handlers=[PartnerApiController, PushController, PartnerAdminController, ReviewController,
                         CorrectionsController]
     )
+    energy = Router(
+        path="/", route_handlers=[EnergyController, FriendEnergyController, MallController, RedemptionsController,
+                                  DonationsController, MyDonationsController, MallAdminController,
+                                  ProjectAdminController, LedgerAdminController]
+    )
     oauth = Router(path="/", route_handlers=[MetadataController, OAuthController])
     app = Litestar(
-        route_handlers=[SystemController, v1, partners, oauth],
+        route_handlers=[SystemController, v1, partners, energy, oauth],
         lifespan=[lifespan],
         exception_handlers={
             **exception_handlers,
@@ -126,9 +138,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 Tag(name="me", description="The signed-in holder: profile, devices, inbox, export, deletion."),
                 Tag(name="book", description="My carbon book: totals, charts, entries, verdicts, verification."),
                 Tag(name="methodology", description="The published behaviour catalogue."),
+                Tag(name="energy", description="My green energy: balances, energy balls, friends helping, statement."),
+                Tag(name="mall", description="Rewards to redeem energy for, and my redemptions (two-phase)."),
+                Tag(name="donations", description="Projects residents give energy to, and their certificates."),
                 Tag(name="partner API", description="Partners acting for residents who linked them (OAuth 2)."),
                 Tag(name="oauth", description="The OAuth 2 authorization server partners link through."),
-                Tag(name="admin", description="Operators: partner registry and the review queue."),
+                Tag(name="admin", description="Operators: partners, review queue, mall, projects, ledger check."),
                 Tag(name="operations", description="Liveness, readiness and metrics."),
             ],
             use_handler_docstrings=True,
@@ -153,6 +168,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     app.state.consent_tokens = ConsentTokens(settings.jwt_private_key_pem, settings.jwt_issuer)
     app.state.secret_box = SecretBox(settings.data_key)
+    app.state.merchant = MerchantClient(app.state.secret_box)
     app.state.passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib)
     install_request_context(app, log_requests=settings.access_log)
     return app

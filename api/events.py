@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from notifications.inbox.handlers import HANDLERS as INBOX_HANDLERS
+from wallet.donations.service import HANDLERS as DONATION_HANDLERS
 from wallet.outbox.service import EventHandler
 
 __all__ = ["EVENT_HANDLERS"]
@@ -19,4 +20,4 @@ def _merge(*tables: dict[str, list[EventHandler]]) -> dict[str, Sequence[EventHa
     return merged
 
 
-EVENT_HANDLERS = _merge(INBOX_HANDLERS)
+EVENT_HANDLERS = _merge(INBOX_HANDLERS, DONATION_HANDLERS)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from wallet.energy.policy import EnergyPolicy
 from wallet.holders.passwords import ARGON2_MEMORY_KIB_DEFAULT, ARGON2_TIME_COST_DEFAULT
 
 __all__ = ["RateLimit", "Settings", "SettingsError", "get_settings", "load_settings", "resolve_data_key"]
@@ -63,10 +64,14 @@ class Settings:
     authorization_code_ttl_s: int = 60
     public_url: str = ""
     secret_rotation_overlap_s: int = 7 * 86400
+    energy: EnergyPolicy = field(default_factory=EnergyPolicy)
 
     @property
     def production(self) -> bool:
         return self.env == "production"
+
+
+ENERGY = EnergyPolicy()  # the published defaults
 
 
 def _int(env: dict[str, str], name: str, default: int, minimum: int = 1) -> int:
@@ -170,6 +175,12 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         authorization_code_ttl_s=_int(env, "CW_AUTHORIZATION_CODE_TTL_S", 60, minimum=5),
         public_url=public_url,
         secret_rotation_overlap_s=_int(env, "CW_SECRET_ROTATION_OVERLAP_S", 7 * 86400, minimum=0),
+        energy=EnergyPolicy(
+            ripen_s=_int(env, "CW_ENERGY_RIPEN_S", ENERGY.ripen_s, minimum=0),
+            window_s=_int(env, "CW_ENERGY_WINDOW_S", ENERGY.window_s, minimum=60),
+            friend_help_daily_cap=_int(env, "CW_ENERGY_FRIEND_HELP_DAILY_CAP", ENERGY.friend_help_daily_cap,
+                                       minimum=0),
+        ),
     )
 
 

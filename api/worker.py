@@ -18,8 +18,14 @@ from arq.worker import func
 
 from api.events import EVENT_HANDLERS
 from api.observability import configure_logging
+from api.settings import get_settings
 from wallet.db import close_pool, start_pool
+from wallet.energy.balls import expire_due
+from wallet.energy.policy import configure as configure_energy
+from wallet.mall.merchant import MerchantClient
+from wallet.mall.redeem import sweep_pending
 from wallet.outbox.service import handle_event, relay_due_events
+from wallet.sealing import SecretBox
 
 __all__ = ["WorkerSettings"]
 
@@ -30,7 +36,10 @@ async def startup(ctx: dict[str, Any]) -> None:
     configure_logging(os.environ.get("CW_LOG_LEVEL", "INFO").upper())
     # arq logs every job at INFO, and the relay runs every second: keep warnings and failures only.
     logging.getLogger("arq.worker").setLevel(logging.WARNING)
-    await start_pool(os.environ["DATABASE_URL"], size_min=1, size_max=10)
+    settings = get_settings()
+    configure_energy(settings.energy)
+    ctx["merchant"] = MerchantClient(SecretBox(settings.data_key))
+    await start_pool(settings.database_url, size_min=1, size_max=10)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -53,6 +62,20 @@ async def relay_outbox(ctx: dict[str, Any]) -> int:
     )
 
 
+async def expire_energy_balls(ctx: dict[str, Any]) -> int:
+    """Every minute: balls past their window move to `energy:expiry`. Idempotent; a missed run catches up."""
+    expired = await expire_due()
+    if expired:
+        log.info("energy balls expired", extra={"expired": expired})
+    return expired
+
+
+async def settle_redemptions(ctx: dict[str, Any]) -> dict[str, int]:
+    """Every 15 s: fulfil pending redemptions that are due (merchant calls, crashed requests) with backoff,
+    and void those pending too long, so no energy stays reserved."""
+    return await sweep_pending(ctx["merchant"])
+
+
 def _redis_settings() -> RedisSettings:
     url = os.environ.get("REDIS_URL")
     if not url:
@@ -63,7 +86,9 @@ def _redis_settings() -> RedisSettings:
 class WorkerSettings:
     functions = [func(handle_outbox_event, timeout=30, max_tries=5)]
     cron_jobs = [
-        cron(relay_outbox, second=set(range(60)), unique=True, run_at_startup=True, timeout=30, keep_result=0)
+        cron(relay_outbox, second=set(range(60)), unique=True, run_at_startup=True, timeout=30, keep_result=0),
+        cron(expire_energy_balls, second={7}, unique=True, run_at_startup=True, timeout=300, keep_result=0),
+        cron(settle_redemptions, second={3, 18, 33, 48}, unique=True, timeout=120, keep_result=0),
     ]
     on_startup = startup
     on_shutdown = shutdown

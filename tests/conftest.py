@@ -35,6 +35,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "CW_REGISTER_LIMIT_PER_IP": "100000/3600",
         "CW_LOGIN_LIMIT_PER_IP": "100000/300",
         "CW_LOGIN_LIMIT_PER_ACCOUNT": "1000/300",
+        "CW_ENERGY_RIPEN_S": "0",  # balls are ripe at once; tests of ripening set the policy themselves
     })
     _SESSION.update(servers=servers, work=work)
     from api.migrate import migrate

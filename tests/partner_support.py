@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from api.partners.signatures import sign
+from wallet.partners.signatures import sign
 from tests.support import Resident
 
 REDIRECT_URI = "https://partner.example/oauth/callback"

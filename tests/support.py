@@ -161,16 +161,16 @@ class Resident:
         return {"Authorization": f"Bearer {self.access_token}"}
 
     def get(self, path: str, **kw: Any) -> httpx.Response:
-        return self.client.get(path, headers=self.headers, **kw)
+        return self.client.get(path, headers={**self.headers, **kw.pop("headers", {})}, **kw)
 
     def post(self, path: str, **kw: Any) -> httpx.Response:
-        return self.client.post(path, headers=self.headers, **kw)
+        return self.client.post(path, headers={**self.headers, **kw.pop("headers", {})}, **kw)
 
     def patch(self, path: str, **kw: Any) -> httpx.Response:
-        return self.client.patch(path, headers=self.headers, **kw)
+        return self.client.patch(path, headers={**self.headers, **kw.pop("headers", {})}, **kw)
 
     def delete(self, path: str, **kw: Any) -> httpx.Response:
-        return self.client.request("DELETE", path, headers=self.headers, **kw)
+        return self.client.request("DELETE", path, headers={**self.headers, **kw.pop("headers", {})}, **kw)
 
 
 def register(client: httpx.Client, *, email: str | None = None, password: str = PASSWORD, **body: Any) -> Resident:

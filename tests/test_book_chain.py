@@ -149,7 +149,7 @@ async def test_the_database_refuses_to_update_delete_or_truncate_book_entries(
                 "UPDATE book_entry SET seq = seq WHERE holder = $1",  # even an update that changes nothing
                 "DELETE FROM book_entry WHERE holder = $1"):
         await assert_refused(sql, b.holder_id, says="append-only")
-    await assert_refused("TRUNCATE book_entry", says="append-only")
+    await assert_refused("TRUNCATE book_entry CASCADE", says="append-only")  # CASCADE: past energy_ball's key
     assert await verify_holder(b.holder_id) == Verification(b.holder_id, True, len(BOOK), b.total_mg)
 
 

@@ -26,7 +26,7 @@ import httpx
 import pytest
 import redis
 
-from api.partners.signatures import TOLERANCE_S, sign, verify
+from wallet.partners.signatures import TOLERANCE_S, sign, verify
 from api.ratelimit import RateLimiter
 from tests.partner_support import Partner, activity, bearer, create_partner, link, signed_push
 from tests.support import ApiProcess, Resident, assert_problem, race, register

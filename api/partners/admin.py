@@ -51,7 +51,7 @@ async def operator_only(connection: ASGIConnection[Any, Principal, Any, Any], _:
     if connection.scope["method"] == "OPTIONS":
         return
     if not await has_role(connection.user.holder_id, "operator"):
-        raise DomainError("forbidden", "operator-only", "Only Carbon Wallet operators can manage partners.")
+        raise DomainError("forbidden", "operator-only", "Only Carbon Wallet operators can do this.")
 
 
 class PartnerAdminController(Controller):

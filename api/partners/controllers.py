@@ -34,7 +34,6 @@ from api.partners.schemas import (
     PushBatch,
     ReceiptOut,
 )
-from api.partners.signatures import SIGNATURE_MISMATCH, verify
 from api.problems import problem_responses
 from wallet.db import connection, engine
 from wallet.errors import DomainError
@@ -43,6 +42,7 @@ from wallet.intake.judge import Receipt, record_reports
 from wallet.intake.reports import Report, Source
 from wallet.intake.service import activity_counts
 from wallet.partners.service import get_partner_by_client_id, webhook_secrets
+from wallet.partners.signatures import SIGNATURE_MISMATCH, verify
 
 __all__ = [
     "BATCH_BODY_MAX_BYTES", "PartnerApiController", "PushController", "batch_receipt", "has_nul", "receipt_out",

@@ -106,10 +106,16 @@ class ReverseEntry(Input, kw_only=True):
 
 
 class Reversal(msgspec.Struct, kw_only=True):
+    """`energy_cancelled`: the credit's ball was still growing; `energy_clawed_back`: it was collected and taken
+    back from available; `energy_short`: what was already spent and could not be taken back."""
+
     entry_id: int
     reverses: int
     reduction_mg: int
     seq: int
+    energy_cancelled: int
+    energy_clawed_back: int
+    energy_short: int
 
 
 class CorrectionsController(Controller):
@@ -125,4 +131,7 @@ class CorrectionsController(Controller):
         The original stays in the chain; the holder's totals net out and the `reason` is shown to them."""
         if not 1 <= entry_id < 2**63:
             raise DomainError("not_found", "entry-not-found", "No book entry has this id.")
-        return Reversal(**await reverse_entry(entry_id, reason=data.reason, operator_id=request.user.holder_id))
+        done = await reverse_entry(entry_id, reason=data.reason, operator_id=request.user.holder_id)
+        energy = done.pop("energy")
+        return Reversal(**done, energy_cancelled=energy["cancelled"], energy_clawed_back=energy["clawed_back"],
+                        energy_short=energy["short"])

@@ -1,5 +1,7 @@
 """Corrections: a credited entry found wrong later (fraud, a partner's retraction) is reversed by a new,
-negative entry that points at it. Nothing is edited; the chain keeps both, and totals net out."""
+negative entry that points at it. Nothing is edited; the chain keeps both, and totals net out. The credit's
+energy goes too: a growing ball is cancelled, collected energy is clawed back as far as the balance reaches
+(what was already spent is reported as `energy_short`, never taken below zero)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from typing import Any
 
 from wallet.book.service import Draft, append, lock_head
 from wallet.db import connection, engine
+from wallet.energy.balls import cancel_for_reversal
 from wallet.errors import DomainError
 from wallet.outbox.service import record_events
 
@@ -43,12 +46,15 @@ async def reverse_entry(entry_id: int, *, reason: str, operator_id: uuid.UUID) -
         )
         head, ids = await append(conn, head, [draft])
         reversal_id = ids[row["activity"]]
+        energy = await cancel_for_reversal(conn, holder_id, entry_id, reversal_id)
         await record_events([(
             "reduction.reversed",
             {"entry_id": reversal_id, "reverses": entry_id, "activity_id": str(row["activity"]),
              "behaviour": row["behaviour"], "category": row["category"], "reduction_mg": -row["reduction_mg"],
              "energy": -row["energy"], "local_day": row["local_day"].isoformat(), "reason": reason,
-             "operator_id": str(operator_id)},
+             "operator_id": str(operator_id), "energy_cancelled": energy["cancelled"],
+             "energy_clawed_back": energy["clawed_back"], "energy_short": energy["short"]},
             holder_id,
         )])
-    return {"entry_id": reversal_id, "reverses": entry_id, "reduction_mg": -row["reduction_mg"], "seq": head.seq}
+    return {"entry_id": reversal_id, "reverses": entry_id, "reduction_mg": -row["reduction_mg"], "seq": head.seq,
+            "energy": energy}

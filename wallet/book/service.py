@@ -14,6 +14,7 @@ import asyncpg
 
 from wallet.book.chain import Draft, EntryFields, canonical_bytes, chain_hash, genesis
 from wallet.db import connection
+from wallet.energy.balls import grow_params, grow_sql
 
 __all__ = [
     "ENTRY_COLUMNS", "Draft", "Head", "Verification", "append", "chain", "entries_insert_sql", "lock_head",
@@ -86,18 +87,18 @@ def entries_insert_sql(first_param: int) -> str:
 
 
 async def append(conn: asyncpg.Connection, head: Head, drafts: Sequence[Draft]) -> tuple[Head, dict[uuid.UUID, int]]:
-    """Chain and insert `drafts` and move the head, in one round trip; returns the new head and each
-    activity's entry id."""
+    """Chain and insert `drafts`, move the head and grow the credits' energy balls, in one round trip;
+    returns the new head and each activity's entry id."""
     if not drafts:
         return head, {}
     new_head, columns = chain(head, drafts)
     first = len(ENTRY_COLUMNS) + 2
     inserted = await conn.fetch(
-        f"""WITH e AS ({entries_insert_sql(2)} RETURNING id, activity),
+        f"""WITH e AS ({entries_insert_sql(2)} RETURNING id, activity, energy),
                 h AS (UPDATE book_head SET seq = ${first}, head_hash = ${first + 1}, total_mg = ${first + 2},
-                      updated_at = now() WHERE holder_id = $1 RETURNING 1)
+                      updated_at = now() WHERE holder_id = $1 RETURNING 1),{grow_sql("e", first + 3)}
             SELECT id, activity FROM e""",  # noqa: S608 - generated placeholders only
-        head.holder_id, *columns, new_head.seq, new_head.hash, new_head.total_mg,
+        head.holder_id, *columns, new_head.seq, new_head.hash, new_head.total_mg, *grow_params(),
     )
     return new_head, {r["activity"]: r["id"] for r in inserted}
 

@@ -22,6 +22,7 @@ import msgspec
 
 from wallet.book.service import ENTRY_COLUMNS, Draft, Head, chain, entries_insert_sql, lock_head
 from wallet.db import engine
+from wallet.energy.balls import grow_params, grow_sql
 from wallet.intake.reasons import reasons_both
 from wallet.intake.reports import Report, Source
 from wallet.intake.rules import COUNTED, Claim, Context, Decision, Judged, decide
@@ -108,11 +109,12 @@ _H = _E + len(ENTRY_COLUMNS)  # the head's new seq, hash, total; then whether an
 _V = _H + 4  # the outbox events' ids, names, payloads and activities
 
 # Every write of one request in one statement (one round trip): the activities with their verdicts, the chained
-# entries, the new chain head and the outbox events, each credited event told its entry's id. PostgreSQL checks
+# entries, the new chain head, the outbox events (each credited event told its entry's id) and the entries'
+# energy balls with their ledger transfers. PostgreSQL checks
 # the entries' foreign keys to the activities at the end of the statement, when both exist.
 _WRITE = f"""
 WITH a AS ({_ACTIVITIES}),
-     e AS ({entries_insert_sql(_E)} RETURNING id, activity),
+     e AS ({entries_insert_sql(_E)} RETURNING id, activity, energy),
      h AS (UPDATE book_head SET seq = ${_H}, head_hash = ${_H + 1}, total_mg = ${_H + 2}, updated_at = now()
            WHERE holder_id = $1 AND ${_H + 3} RETURNING 1),
      o AS (INSERT INTO outbox_event (event_id, name, holder_id, payload, created_at, dispatch_count)
@@ -121,7 +123,7 @@ WITH a AS ({_ACTIVITIES}),
            FROM unnest(${_V}::uuid[], ${_V + 1}::text[], ${_V + 2}::text[], ${_V + 3}::uuid[])
                 AS v(id, name, payload, activity)
            LEFT JOIN e ON e.activity = v.activity
-           RETURNING 1)
+           RETURNING 1),{grow_sql("e", _V + 4)}
 SELECT (SELECT count(*) FROM a) AS activities, (SELECT count(*) FROM e) AS entries
 """  # noqa: S608 - generated placeholders only
 
@@ -310,6 +312,7 @@ async def _write(conn: asyncpg.Connection, source: Source, head: Head, decided: 
         *activities, *entries, new_head.seq, new_head.hash, new_head.total_mg, bool(drafts),
         [uuid.uuid4() for _ in events], [name for name, _, _ in events],
         [msgspec.json.encode(payload).decode() for _, payload, _ in events], [a for _, _, a in events],
+        *grow_params(),
     )
     if row["activities"] != len(decided):  # impossible under the head lock; refuse rather than book a ghost
         raise RuntimeError("an event id appeared while the holder's book was locked")

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from piccolo.conf.apps import AppConfig
+
+from gamification.friends.tables import Friendship
+
+APP_CONFIG = AppConfig(
+    app_name="gamification",
+    migrations_folder_path=str(Path(__file__).parent / "piccolo_migrations"),
+    table_classes=[Friendship],
+    migration_dependencies=["wallet.piccolo_app"],
+    commands=[],
+)
