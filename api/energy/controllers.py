@@ -41,6 +41,7 @@ class Lifetime(msgspec.Struct, kw_only=True):
     clawed_back: int
     redeemed: int
     donated: int
+    awarded: int
 
 
 class EnergySummary(msgspec.Struct, kw_only=True):

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Controller, get, patch, post
+from litestar import Controller, Request, get, patch, post
+from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
+from api.auth.middleware import Principal
 from api.donations.controllers import ProjectOut, project_out
-from api.mall.controllers import RedemptionOut, RewardOut, redemption_out, reward_out
+from api.mall.controllers import IdempotencyKey, RedemptionOut, RewardOut, redemption_out, reward_out
 from api.partners.admin import operator_only
 from api.problems import problem_responses
 from api.residents.schemas import Input
 from api.security import BEARER
 from wallet.donations.service import create_project, update_project
+from wallet.energy.awards import AWARD_MAX, award
 from wallet.errors import DomainError
 from wallet.ledger.check import check_ledger
 from wallet.mall.catalogue import adjust_stock, create_reward, list_rewards, load_vouchers, update_reward
@@ -208,11 +212,33 @@ class ProjectAdminController(Controller):
         return project_out(await update_project(_id(project_id, "project-not-found", "project"), _given(data)))
 
 
+class AwardRequest(Input, kw_only=True):
+    holder_id: uuid.UUID
+    amount: Annotated[int, msgspec.Meta(ge=1, le=AWARD_MAX)]
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class Awarded(msgspec.Struct, kw_only=True):
+    awarded: int
+    available: int
+    replayed: bool
+
+
 class LedgerAdminController(Controller):
     path = "/v1/admin/ledger"
     tags = ["admin"]
     security = BEARER
     guards = [operator_only]
+
+    @post("/awards", operation_id="adminAwardEnergy", status_code=HTTP_200_OK, summary="Award energy to a resident",
+          responses=problem_responses(400, 401, 403, 404, 413, 422, 503))
+    async def award(self, request: Request[Principal, Any, State], data: JSONBody[AwardRequest],
+                    idempotency_key: IdempotencyKey = None) -> Awarded:
+        """Straight to the resident's available energy (a campaign prize, goodwill after a fault), with the
+        `reason` they read in their statement. Idempotent on `Idempotency-Key`."""
+        done = await award(data.holder_id, data.amount, reason=data.reason, operator_id=request.user.holder_id,
+                           key=idempotency_key)
+        return Awarded(**done)
 
     @get("/check", operation_id="adminCheckLedger", summary="Reconcile the energy ledger",
          responses=problem_responses(400, 401, 403, 503))

@@ -30,6 +30,7 @@ _SENTENCES: dict[str, tuple[str, str]] = {
     "redemption.posted": ("兑换{what}：已完成", "Redeemed {what}"),
     "redemption.voided": ("兑换{what}：已取消，能量退回", "Redemption of {what} cancelled; energy returned"),
     "donation": ("捐赠给{what}", "Donated to {what}"),
+    "award": ("运营奖励：{what}", "Awarded by Carbon Wallet: {what}"),
 }
 
 
@@ -73,6 +74,7 @@ async def summary(holder_id: uuid.UUID) -> dict[str, Any]:
             "grown": totals.get("ball.grown", 0), "collected": collected, "expired": totals.get("ball.expired", 0),
             "cancelled": totals.get("ball.cancelled", 0), "clawed_back": totals.get("energy.clawback", 0),
             "redeemed": totals.get("redemption.posted", 0), "donated": totals.get("donation", 0),
+            "awarded": totals.get("award", 0),
         },
     }
 
@@ -89,7 +91,7 @@ picked AS (
 )
 SELECT t.id, t.kind, t.amount, t.debit_account, t.credit_account, t.ref, t.created_at, t.resolves,
        e.behaviour, r.title_zh AS reward_zh, r.title_en AS reward_en, p.title_zh AS project_zh,
-       p.title_en AS project_en, h.nickname AS helper
+       p.title_en AS project_en, h.nickname AS helper, t.ref->>'reason' AS reason
 FROM ledger_transfer t JOIN (SELECT id FROM picked ORDER BY id DESC LIMIT $3) k ON k.id = t.id
 LEFT JOIN book_entry e ON e.id = (t.ref->>'entry')::bigint
 LEFT JOIN reward r ON r.id = (t.ref->>'reward')::bigint
@@ -110,8 +112,10 @@ def _row(r: Any, purpose_of: dict[int, str]) -> dict[str, Any]:
         what = (known.name_zh, known.name_en) if known else (r["behaviour"], r["behaviour"])
     elif r["reward_zh"]:
         what = (r["reward_zh"], r["reward_en"])
+    elif r["project_zh"]:
+        what = (r["project_zh"], r["project_en"])
     else:
-        what = (r["project_zh"] or "", r["project_en"] or "")
+        what = (r["reason"] or "", r["reason"] or "")
     kind = "ball.helped" if r["kind"] == "ball.collected" and r["helper"] is not None else r["kind"]
     return {"id": r["id"], "kind": r["kind"], "amount": r["amount"], "created_at": r["created_at"],
             "effect": effect, "description": describe(kind, what, r["helper"] or ""), "resolves": r["resolves"],
