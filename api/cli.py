@@ -1,5 +1,5 @@
 """`carbon-wallet`: the operator CLI (run, migrate, seed-demo, partner …, grant-role, revoke-role,
-verify-books)."""
+verify-books, reward …, project …, ledger check, energy expire|award)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ import sys
 
 from api.book.cli import add_commands as add_book_commands
 from api.book.cli import run_command as run_book_command
+from api.mall.cli import COMMANDS as MALL_COMMANDS
+from api.mall.cli import add_commands as add_mall_commands
+from api.mall.cli import run_command as run_mall_command
 from api.partners.cli import add_commands, run_command
 
 __all__ = ["main"]
@@ -27,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("seed-demo", help="load demo data into DATABASE_URL (idempotent)")
     add_commands(sub)
     add_book_commands(sub)
+    add_mall_commands(sub)
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -44,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command in ("partner", "grant-role", "revoke-role"):
         return run_command(args, database_url)
+    if args.command in MALL_COMMANDS:
+        return run_mall_command(args, database_url)
     if args.command == "verify-books":
         return run_book_command(args, database_url)
     if args.command == "seed-demo" and os.environ.get("CW_ENV") == "production":

@@ -4,10 +4,12 @@ second run changes nothing). The demo partners' secrets are published in the REA
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
+from api.mall.demo import seed_mall
 from wallet.accounts.service import active_sub_account, ensure_self_sub_account, link_partner
+from wallet.energy.policy import configure, policy
 from wallet.errors import DomainError
 from wallet.holders.passwords import Passwords
 from wallet.holders.roles import grant_role, holder_id_for_login
@@ -111,7 +113,15 @@ async def seed_demo(passwords: Passwords, box: SecretBox) -> int:
         if await get_partner_by_client_id(partner.client_id) is None:
             secrets = (partner.client_secret or "", partner.webhook_secret)
             await register_partner(partner.spec, box, client_id=partner.client_id, known_secrets=secrets)
-    await _demo_books()
+    # Demo balls are ripe at once, so a fresh `make run` has energy to collect (the settings govern real ones).
+    settings_policy = policy()
+    configure(replace(settings_policy, ripen_s=0))
+    try:
+        await _demo_books()
+    finally:
+        configure(settings_policy)
+    residents = [await holder_id_for_login(d.login) for d in DEMO_HOLDERS if d.login != DEMO_OPERATOR]
+    await seed_mall(residents, await holder_id_for_login(DEMO_OPERATOR))
     return created
 
 
