@@ -62,10 +62,51 @@ async def erase_inbox_of_deleted_holder(event: Event) -> None:
         await conn.execute("DELETE FROM inbox_message WHERE holder_id = $1", event.holder_id)
 
 
+async def tell_friend_helped(event: Event) -> None:
+    async with connection() as conn:
+        helper = await conn.fetchval("SELECT nickname FROM holder WHERE id = $1::uuid", event.payload["helper_id"])
+    await _post(event, "energy_helped", {"helper": helper or "?", "amount": event.payload["amount"]})
+
+
+async def tell_energy_awarded(event: Event) -> None:
+    await _post(event, "energy_awarded", {"amount": event.payload["amount"], "reason": event.payload["reason"]})
+
+
+async def _reward_names(reward_id: int) -> dict[str, str]:
+    async with connection() as conn:
+        row = await conn.fetchrow("SELECT title_zh, title_en FROM reward WHERE id = $1", reward_id)
+    return {"reward": row["title_zh"] if row else "?", "reward_en": row["title_en"] if row else "?"}
+
+
+async def tell_redemption_fulfilled(event: Event) -> None:
+    await _post(event, "redemption_fulfilled",
+                {**await _reward_names(event.payload["reward_id"]), "price": event.payload["price"]})
+
+
+async def tell_redemption_voided(event: Event) -> None:
+    async with connection() as conn:
+        price = await conn.fetchval("SELECT price FROM redemption WHERE id = $1", event.payload["redemption_id"])
+    await _post(event, "redemption_voided", {**await _reward_names(event.payload["reward_id"]), "price": price or 0})
+
+
+async def tell_donation_certified(event: Event) -> None:
+    async with connection() as conn:
+        row = await conn.fetchrow("SELECT title_zh, title_en FROM donation_project WHERE id = $1",
+                                  event.payload["project_id"])
+    await _post(event, "donation_certified", {"project": row["title_zh"] if row else "?",
+                                              "project_en": row["title_en"] if row else "?",
+                                              "amount": event.payload["amount"]})
+
+
 HANDLERS: dict[str, list[EventHandler]] = {
     "holder.registered": [welcome_new_holder],
     "holder.password_changed": [warn_password_changed],
     "holder.deleted": [erase_inbox_of_deleted_holder],
     "partner.linked": [tell_partner_linked],
     "partner.unlinked": [tell_partner_unlinked],
+    "energy.helped": [tell_friend_helped],
+    "energy.awarded": [tell_energy_awarded],
+    "redemption.fulfilled": [tell_redemption_fulfilled],
+    "redemption.voided": [tell_redemption_voided],
+    "donation.certified": [tell_donation_certified],
 }
