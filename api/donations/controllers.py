@@ -16,6 +16,7 @@ from api.mall.controllers import IdempotencyKey
 from api.problems import problem_responses
 from api.residents.schemas import Input
 from api.security import BEARER
+from api.strict import strict_json
 from wallet.donations.service import DONATION_MAX, certificates_of, donate, donations_of, get_project, list_projects
 from wallet.errors import DomainError
 
@@ -119,6 +120,7 @@ class DonationsController(Controller):
         """Moves `amount` from my available energy to the project (`409 insufficient-energy`,
         `project-completed`, `project-closed`). Send an `Idempotency-Key`: a repeat returns the same donation
         with `200`; the same key for another amount or project is `422 idempotency-key-reused`."""
+        data = await strict_json(request, DonateRequest)
         made, created = await donate(request.user.holder_id, _id(project_id), data.amount,
                                      idempotency_key=idempotency_key)
         return Response(DonationOut(**made), status_code=HTTP_201_CREATED if created else HTTP_200_OK)

@@ -20,6 +20,7 @@ from api.auth.middleware import Principal
 from api.problems import problem_responses
 from api.residents.schemas import Input
 from api.security import BEARER
+from api.strict import strict_json
 from gamification.friends.service import are_friends
 from wallet.book.reads import decode_cursor, encode_cursor
 from wallet.db import connection
@@ -239,6 +240,7 @@ class EnergyController(Controller):
            responses=problem_responses(400, 401, 422, 503))
     async def change_settings(self, request: Req, data: JSONBody[EnergySettingsChange]) -> EnergySettings:
         """`friends_may_collect`: whether friends may collect my ripe balls for me (the energy stays mine)."""
+        data = await strict_json(request, EnergySettingsChange)
         async with connection() as conn:
             await conn.execute(
                 """INSERT INTO energy_preference (holder, friends_may_collect, updated_at) VALUES ($1, $2, now())
@@ -254,7 +256,7 @@ class FriendEnergyController(Controller):
     security = BEARER
 
     @get("/balls", operation_id="listFriendRipeEnergyBalls", summary="A friend's ripe energy balls",
-         responses=problem_responses(400, 401, 403, 422, 503))
+         responses=problem_responses(400, 401, 403, 404, 422, 503))
     async def balls(self, request: Req, friend_id: FromPath[uuid.UUID], limit: FromQuery[int] = 50) -> BallPage:
         """The balls a friend has ripe now, which I may help collect (if they allow it). Only for friends."""
         async with connection() as conn:
@@ -264,8 +266,8 @@ class FriendEnergyController(Controller):
         return _balls_page(rows, friend_id, limit)
 
     @post("/balls/{ball_id:int}/help", operation_id="helpCollectFriendEnergyBall", status_code=HTTP_200_OK,
-          summary="Help a friend collect a ripe energy ball", responses=problem_responses(400, 401, 403, 404, 409, 429,
-                                                                                         503))
+          summary="Help a friend collect a ripe energy ball",
+          responses=problem_responses(400, 401, 403, 404, 409, 422, 429, 503))
     async def help(self, request: Req, friend_id: FromPath[uuid.UUID], ball_id: FromPath[int]) -> Helped:
         """Collect a friend's ripe ball for them: the energy goes to the friend, who is told who helped. Only
         between friends, only if the friend allows it, and a few balls per friend per day (`429

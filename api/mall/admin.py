@@ -14,11 +14,12 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from api.auth.middleware import Principal
 from api.donations.controllers import ProjectOut, project_out
-from api.mall.controllers import IdempotencyKey, RedemptionOut, RewardOut, redemption_out, reward_out
+from api.mall.controllers import Category, IdempotencyKey, RedemptionOut, RewardOut, redemption_out, reward_out
 from api.partners.admin import operator_only
 from api.problems import problem_responses
 from api.residents.schemas import Input
 from api.security import BEARER
+from api.strict import strict_json
 from wallet.donations.service import create_project, update_project
 from wallet.energy.awards import AWARD_MAX, award
 from wallet.errors import DomainError
@@ -32,7 +33,6 @@ Text120 = Annotated[str, msgspec.Meta(max_length=120)]
 Text80 = Annotated[str, msgspec.Meta(max_length=80)]
 Text4000 = Annotated[str, msgspec.Meta(max_length=4000)]
 Url = Annotated[str, msgspec.Meta(max_length=500)]
-Category = Literal["transit", "bike", "coffee", "food", "parking", "goods", "charging", "other"]
 
 
 class RewardCreate(Input, kw_only=True):
@@ -154,10 +154,11 @@ class MallAdminController(Controller):
 
     @post("/rewards", operation_id="adminCreateReward", status_code=HTTP_201_CREATED, summary="Add a reward",
           responses=problem_responses(400, 401, 403, 409, 413, 422, 503))
-    async def create(self, data: JSONBody[RewardCreate]) -> RewardOut:
+    async def create(self, request: Request, data: JSONBody[RewardCreate]) -> RewardOut:
         """`stock` null is unlimited. `fulfilment`: `code` (we issue voucher codes), `pool` (load the merchant's
         codes; each adds one item) or `merchant` (we POST to `merchant_url`, signed with the partner's webhook
         secret, and expect `{"voucher_code": …}`)."""
+        data = await strict_json(request, RewardCreate)
         return reward_out(await create_reward(_given(data)))
 
     @get("/rewards", operation_id="adminListRewards", summary="Every reward, offered or not",
@@ -167,29 +168,35 @@ class MallAdminController(Controller):
 
     @patch("/rewards/{reward_id:int}", operation_id="adminUpdateReward", summary="Change a reward",
            responses=problem_responses(400, 401, 403, 404, 413, 422, 503))
-    async def update(self, reward_id: FromPath[int], data: JSONBody[RewardPatch]) -> RewardOut:
+    async def update(self, request: Request, reward_id: FromPath[int], data: JSONBody[RewardPatch]) -> RewardOut:
         """Anything but its code and stock (`POST …/stock` moves stock). `status: paused` stops new
         redemptions; `retired` hides it."""
+        data = await strict_json(request, RewardPatch)
         return reward_out(await update_reward(_id(reward_id, "reward-not-found", "reward"), _given(data)))
 
     @post("/rewards/{reward_id:int}/stock", operation_id="adminAdjustRewardStock", status_code=HTTP_200_OK,
           summary="Add or withdraw stock", responses=problem_responses(400, 401, 403, 404, 409, 413, 422, 503))
-    async def stock(self, reward_id: FromPath[int], data: JSONBody[StockChange]) -> RewardOut:
+    async def stock(self, request: Request, reward_id: FromPath[int], data: JSONBody[StockChange]) -> RewardOut:
+        data = await strict_json(request, StockChange)
         return reward_out(await adjust_stock(_id(reward_id, "reward-not-found", "reward"), data.delta))
 
     @post("/rewards/{reward_id:int}/vouchers", operation_id="adminLoadRewardVouchers", status_code=HTTP_200_OK,
           summary="Load a merchant's voucher codes", responses=problem_responses(400, 401, 403, 404, 409, 413, 422,
                                                                                    503))
-    async def vouchers(self, reward_id: FromPath[int], data: JSONBody[VoucherLoad]) -> VouchersLoaded:
+    async def vouchers(self, request: Request, reward_id: FromPath[int],
+                       data: JSONBody[VoucherLoad]) -> VouchersLoaded:
         """For `pool` rewards: each new code adds one item of stock; a code loaded before is counted as repeated."""
+        data = await strict_json(request, VoucherLoad)
         result = await load_vouchers(_id(reward_id, "reward-not-found", "reward"), data.codes)
         return VouchersLoaded(loaded=result["loaded"], repeated=result["repeated"], reward=reward_out(result["reward"]))
 
     @post("/redemptions/{redemption_id:int}/void", operation_id="adminVoidRedemption", status_code=HTTP_200_OK,
           summary="Void a pending redemption", responses=problem_responses(400, 401, 403, 404, 413, 422, 503))
-    async def void(self, redemption_id: FromPath[int], data: JSONBody[VoidRequest]) -> RedemptionOut:
+    async def void(self, request: Request, redemption_id: FromPath[int],
+                   data: JSONBody[VoidRequest]) -> RedemptionOut:
         """Returns the energy and the item of a redemption still pending (e.g. a merchant that will not answer).
         A resolved redemption is returned unchanged: each resolves exactly once."""
+        data = await strict_json(request, VoidRequest)
         return redemption_out(await void(_id(redemption_id, "redemption-not-found", "redemption"), data.reason))
 
 
@@ -201,14 +208,17 @@ class ProjectAdminController(Controller):
 
     @post("", operation_id="adminCreateDonationProject", status_code=HTTP_201_CREATED,
           summary="Open a donation project", responses=problem_responses(400, 401, 403, 409, 413, 422, 503))
-    async def create(self, data: JSONBody[ProjectCreate]) -> ProjectOut:
+    async def create(self, request: Request, data: JSONBody[ProjectCreate]) -> ProjectOut:
         """A collective goal in energy; when donations reach it the project completes and every donor gets a
         certificate with their share."""
+        data = await strict_json(request, ProjectCreate)
         return project_out(await create_project(_given(data)))
 
     @patch("/{project_id:int}", operation_id="adminUpdateDonationProject", summary="Change a donation project",
            responses=problem_responses(400, 401, 403, 404, 409, 413, 422, 503))
-    async def update(self, project_id: FromPath[int], data: JSONBody[ProjectPatch]) -> ProjectOut:
+    async def update(self, request: Request, project_id: FromPath[int],
+                     data: JSONBody[ProjectPatch]) -> ProjectOut:
+        data = await strict_json(request, ProjectPatch)
         return project_out(await update_project(_id(project_id, "project-not-found", "project"), _given(data)))
 
 
@@ -236,6 +246,7 @@ class LedgerAdminController(Controller):
                     idempotency_key: IdempotencyKey = None) -> Awarded:
         """Straight to the resident's available energy (a campaign prize, goodwill after a fault), with the
         `reason` they read in their statement. Idempotent on `Idempotency-Key`."""
+        data = await strict_json(request, AwardRequest)
         done = await award(data.holder_id, data.amount, reason=data.reason, operator_id=request.user.holder_id,
                            key=idempotency_key)
         return Awarded(**done)

@@ -16,12 +16,14 @@ from api.energy.controllers import id_cursor, page_limit
 from api.problems import problem_responses
 from api.residents.schemas import Input
 from api.security import BEARER
+from api.strict import strict_json
 from wallet.book.reads import encode_cursor
 from wallet.errors import DomainError
 from wallet.mall.catalogue import CATEGORIES, get_reward, list_rewards
 from wallet.mall.redeem import fulfil, redemption_of, redemptions_page, reserve
 
-__all__ = ["IdempotencyKey", "MallController", "RedemptionsController", "RewardOut", "reward_out"]
+__all__ = [
+    "Category","IdempotencyKey", "MallController", "RedemptionsController", "RewardOut", "reward_out"]
 
 Req = Request[Principal, Any, State]
 IdempotencyKey = Annotated[str | None, Parameter(
@@ -31,6 +33,7 @@ IdempotencyKey = Annotated[str | None, Parameter(
 )]
 
 
+Category = Literal["transit", "bike", "coffee", "food", "parking", "goods", "charging", "other"]
 RedemptionState = Annotated[Literal["pending", "fulfilled", "voided"] | None, Parameter(query="state")]
 
 
@@ -65,7 +68,7 @@ def reward_out(r: dict[str, Any]) -> RewardOut:
 
 
 class RedeemRequest(Input, kw_only=True):
-    reward_id: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+    reward_id: Annotated[int, msgspec.Meta(ge=1)]
 
 
 class RedemptionOut(msgspec.Struct, kw_only=True):
@@ -105,11 +108,9 @@ class MallController(Controller):
     opt = {"exclude_from_auth": True}
 
     @get("", operation_id="listRewards", summary="Rewards on offer", responses=problem_responses(400, 503))
-    async def rewards(self, category: FromQuery[str | None] = None) -> list[RewardOut]:
+    async def rewards(self, category: FromQuery[Category | None] = None) -> list[RewardOut]:
         """Active rewards inside their validity window, cheapest first, with what is left in stock. Filter by
         `category` (transit, bike, coffee, food, parking, goods, charging, other)."""
-        if category is not None and category not in CATEGORIES:
-            raise DomainError("invalid", "invalid-category", f"category must be one of {', '.join(CATEGORIES)}.")
         return [reward_out(r) for r in await list_rewards(offered_only=True, category=category)]
 
     @get("/{reward_id:int}", operation_id="getReward", summary="One reward", responses=problem_responses(404, 503))
@@ -136,6 +137,9 @@ class RedemptionsController(Controller):
         `sold-out`, `insufficient-energy`, `daily-limit-reached`, `lifetime-limit-reached`,
         `reward-not-offered`. Send an `Idempotency-Key`: a repeat returns the stored redemption with `200`,
         the same key for another reward is `422 idempotency-key-reused`."""
+        data = await strict_json(request, RedeemRequest)
+        if data.reward_id >= 2**63:
+            raise DomainError("not_found", "reward-not-found", "No reward in the mall has this id.")
         redemption, created = await reserve(request.user.holder_id, data.reward_id, idempotency_key=idempotency_key)
         if created:  # fetch the voucher now; if that fails the worker retries, and the resident sees `pending`
             redemption = await fulfil(redemption["id"], request.app.state.merchant)
@@ -157,3 +161,6 @@ class RedemptionsController(Controller):
         if not 1 <= redemption_id < 2**63:
             raise DomainError("not_found", "redemption-not-found", "You have no redemption with this id.")
         return redemption_out(await redemption_of(redemption_id, request.user.holder_id))
+
+
+assert set(Category.__args__) == set(CATEGORIES), "the API's categories are the catalogue's"

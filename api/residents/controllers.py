@@ -36,6 +36,7 @@ from api.residents.schemas import (
     TokenPair,
 )
 from api.security import BEARER, client_ip, login_subject
+from api.strict import strict_json
 from notifications.inbox.service import list_messages, mark_read
 from wallet.accounts.service import list_consents, list_sub_accounts
 from wallet.db import engine
@@ -149,6 +150,7 @@ class MeController(Controller):
     async def update_profile(self, request: Req, data: JSONBody[ProfilePatch]) -> ProfileOut:
         """Change any of nickname, avatar URL, home city / district / community, time zone (IANA),
         language (zh-CN or en) and whether I appear on public leaderboards."""
+        data = await strict_json(request, ProfilePatch)
         changes = {f: v for f in data.__struct_fields__ if (v := getattr(data, f)) is not msgspec.UNSET}
         return _profile(await update_profile(request.user.holder_id, changes))
 
