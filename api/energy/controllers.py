@@ -132,7 +132,7 @@ def id_cursor(cursor: str | None) -> int | None:
     if cursor is None:
         return None
     (raw,) = decode_cursor(cursor, 1)
-    if not isinstance(raw, str) or not raw.isdigit() or not 1 <= int(raw) < 2**63:
+    if not isinstance(raw, str) or not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) < 2**63:
         raise DomainError("invalid", "invalid-cursor", "cursor must be a next_cursor from a previous page.")
     return int(raw)
 
