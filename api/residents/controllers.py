@@ -40,6 +40,10 @@ from api.strict import strict_json
 from notifications.inbox.service import list_messages, mark_read
 from wallet.accounts.service import list_consents, list_sub_accounts
 from wallet.db import engine
+from wallet.donations.service import certificates_of, donations_of
+from wallet.energy.balls import balls_of
+from wallet.energy.statement import iter_transfers
+from wallet.energy.statement import summary as energy_summary
 from wallet.errors import DomainError
 from wallet.holders.service import (
     authenticate,
@@ -51,6 +55,7 @@ from wallet.holders.service import (
     update_profile,
 )
 from wallet.intake.service import holder_activities
+from wallet.mall.redeem import redemptions_page
 
 __all__ = ["AuthController", "MeController"]
 
@@ -67,6 +72,20 @@ def _token_pair(state: State, rotation: Rotation) -> TokenPair:
         session_id=rotation.session_id,
         holder_id=rotation.holder_id,
     )
+
+
+async def all_balls(holder_id: uuid.UUID) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    while page := await balls_of(holder_id, before=out[-1]["id"] if out else None, limit=500):
+        out.extend(page)
+    return out
+
+
+async def all_redemptions(holder_id: uuid.UUID) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    while page := await redemptions_page(holder_id, before=out[-1]["id"] if out else None, limit=500):
+        out.extend({k: v for k, v in r.items() if k not in ("request_hash", "merchant_url", "partner")} for r in page)
+    return out
 
 
 def _profile(row: dict[str, Any]) -> ProfileOut:
@@ -238,6 +257,12 @@ class MeController(Controller):
             "sub_accounts": msgspec.to_builtins(await list_sub_accounts(holder_id)),
             "consents": msgspec.to_builtins(await list_consents(holder_id)),
             "activities": msgspec.to_builtins(await holder_activities(holder_id)),
+            "energy": msgspec.to_builtins(await energy_summary(holder_id)),
+            "energy_transfers": msgspec.to_builtins([t async for t in iter_transfers(holder_id)]),
+            "energy_balls": msgspec.to_builtins(await all_balls(holder_id)),
+            "redemptions": msgspec.to_builtins(await all_redemptions(holder_id)),
+            "donations": msgspec.to_builtins(await donations_of(holder_id)),
+            "donation_certificates": msgspec.to_builtins(await certificates_of(holder_id)),
         }
         return Response(
             document, headers={"Content-Disposition": f'attachment; filename="carbon-wallet-{holder_id}.json"'}
