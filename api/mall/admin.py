@@ -24,6 +24,7 @@ from wallet.donations.service import create_project, update_project
 from wallet.energy.awards import AWARD_MAX, award
 from wallet.errors import DomainError
 from wallet.ledger.check import check_ledger
+from wallet.ledger.corrections import reverse_transfer
 from wallet.mall.catalogue import adjust_stock, create_reward, list_rewards, load_vouchers, update_reward
 from wallet.mall.redeem import void
 
@@ -234,6 +235,16 @@ class Awarded(msgspec.Struct, kw_only=True):
     replayed: bool
 
 
+class TransferReversal(Input, kw_only=True):
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class Reversed(msgspec.Struct, kw_only=True):
+    id: int
+    reverses: int
+    amount: int
+
+
 class LedgerAdminController(Controller):
     path = "/v1/admin/ledger"
     tags = ["admin"]
@@ -250,6 +261,18 @@ class LedgerAdminController(Controller):
         done = await award(data.holder_id, data.amount, reason=data.reason, operator_id=request.user.holder_id,
                            key=idempotency_key)
         return Awarded(**done)
+
+    @post("/transfers/{transfer_id:int}/reverse", operation_id="adminReverseTransfer", status_code=HTTP_201_CREATED,
+          summary="Reverse an award or a donation", responses=problem_responses(400, 401, 403, 404, 409, 413, 422, 503))
+    async def reverse(self, request: Request[Principal, Any, State], transfer_id: FromPath[int],
+                      data: JSONBody[TransferReversal]) -> Reversed:
+        """Moves the amount back with a `correction` transfer pointing at the original (the resident reads the
+        `reason`). Only awards and donations to open projects; at most once (`409 already-reversed`); never
+        below zero (`409 insufficient-energy` when the resident has spent it)."""
+        data = await strict_json(request, TransferReversal)
+        done = await reverse_transfer(_id(transfer_id, "transfer-not-found", "transfer"), reason=data.reason,
+                                      operator_id=request.user.holder_id)
+        return Reversed(id=done["id"], reverses=done["reverses"], amount=done["amount"])
 
     @get("/check", operation_id="adminCheckLedger", summary="Reconcile the energy ledger",
          responses=problem_responses(400, 401, 403, 503))

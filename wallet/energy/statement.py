@@ -31,6 +31,7 @@ _SENTENCES: dict[str, tuple[str, str]] = {
     "redemption.voided": ("兑换{what}：已取消，能量退回", "Redemption of {what} cancelled; energy returned"),
     "donation": ("捐赠给{what}", "Donated to {what}"),
     "award": ("运营奖励：{what}", "Awarded by Carbon Wallet: {what}"),
+    "correction": ("更正：{what}", "Correction: {what}"),
 }
 
 
@@ -112,7 +113,7 @@ def _row(r: Any, purpose_of: dict[int, str]) -> dict[str, Any]:
         what = (known.name_zh, known.name_en) if known else (r["behaviour"], r["behaviour"])
     elif r["reward_zh"]:
         what = (r["reward_zh"], r["reward_en"])
-    elif r["project_zh"]:
+    elif r["project_zh"] and r["kind"] != "correction":
         what = (r["project_zh"], r["project_en"])
     else:
         what = (r["reason"] or "", r["reason"] or "")
