@@ -88,10 +88,28 @@ class VoucherLoad(Input, kw_only=True):
     codes: Annotated[list[Annotated[str, msgspec.Meta(max_length=120)]], msgspec.Meta(min_length=1, max_length=10_000)]
 
 
+class AdminRewardOut(RewardOut, kw_only=True):
+    """What operators set and residents do not see."""
+
+    partner_id: str | None
+    merchant_url: str | None
+    voucher_valid_days: int
+    created_at: datetime
+    updated_at: datetime
+
+
+def admin_reward_out(r: dict[str, Any]) -> AdminRewardOut:
+    return AdminRewardOut(
+        **msgspec.structs.asdict(reward_out(r)), partner_id=str(r["partner"]) if r["partner"] else None,
+        merchant_url=r["merchant_url"], voucher_valid_days=r["voucher_valid_days"], created_at=r["created_at"],
+        updated_at=r["updated_at"],
+    )
+
+
 class VouchersLoaded(msgspec.Struct, kw_only=True):
     loaded: int
     repeated: int
-    reward: RewardOut
+    reward: AdminRewardOut
 
 
 class VoidRequest(Input, kw_only=True):
@@ -155,31 +173,32 @@ class MallAdminController(Controller):
 
     @post("/rewards", operation_id="adminCreateReward", status_code=HTTP_201_CREATED, summary="Add a reward",
           responses=problem_responses(400, 401, 403, 409, 413, 422, 503))
-    async def create(self, request: Request, data: JSONBody[RewardCreate]) -> RewardOut:
+    async def create(self, request: Request, data: JSONBody[RewardCreate]) -> AdminRewardOut:
         """`stock` null is unlimited. `fulfilment`: `code` (we issue voucher codes), `pool` (load the merchant's
         codes; each adds one item) or `merchant` (we POST to `merchant_url`, signed with the partner's webhook
         secret, and expect `{"voucher_code": …}`)."""
         data = await strict_json(request, RewardCreate)
-        return reward_out(await create_reward(_given(data)))
+        return admin_reward_out(await create_reward(_given(data), local=not request.app.state.settings.production))
 
     @get("/rewards", operation_id="adminListRewards", summary="Every reward, offered or not",
          responses=problem_responses(401, 403, 503))
-    async def rewards(self) -> list[RewardOut]:
-        return [reward_out(r) for r in await list_rewards(offered_only=False)]
+    async def rewards(self) -> list[AdminRewardOut]:
+        return [admin_reward_out(r) for r in await list_rewards(offered_only=False)]
 
     @patch("/rewards/{reward_id:int}", operation_id="adminUpdateReward", summary="Change a reward",
            responses=problem_responses(400, 401, 403, 404, 413, 422, 503))
-    async def update(self, request: Request, reward_id: FromPath[int], data: JSONBody[RewardPatch]) -> RewardOut:
+    async def update(self, request: Request, reward_id: FromPath[int], data: JSONBody[RewardPatch]) -> AdminRewardOut:
         """Anything but its code and stock (`POST …/stock` moves stock). `status: paused` stops new
         redemptions; `retired` hides it."""
         data = await strict_json(request, RewardPatch)
-        return reward_out(await update_reward(_id(reward_id, "reward-not-found", "reward"), _given(data)))
+        return admin_reward_out(await update_reward(_id(reward_id, "reward-not-found", "reward"), _given(data),
+                                                    local=not request.app.state.settings.production))
 
     @post("/rewards/{reward_id:int}/stock", operation_id="adminAdjustRewardStock", status_code=HTTP_200_OK,
           summary="Add or withdraw stock", responses=problem_responses(400, 401, 403, 404, 409, 413, 422, 503))
-    async def stock(self, request: Request, reward_id: FromPath[int], data: JSONBody[StockChange]) -> RewardOut:
+    async def stock(self, request: Request, reward_id: FromPath[int], data: JSONBody[StockChange]) -> AdminRewardOut:
         data = await strict_json(request, StockChange)
-        return reward_out(await adjust_stock(_id(reward_id, "reward-not-found", "reward"), data.delta))
+        return admin_reward_out(await adjust_stock(_id(reward_id, "reward-not-found", "reward"), data.delta))
 
     @post("/rewards/{reward_id:int}/vouchers", operation_id="adminLoadRewardVouchers", status_code=HTTP_200_OK,
           summary="Load a merchant's voucher codes", responses=problem_responses(400, 401, 403, 404, 409, 413, 422,
@@ -189,7 +208,8 @@ class MallAdminController(Controller):
         """For `pool` rewards: each new code adds one item of stock; a code loaded before is counted as repeated."""
         data = await strict_json(request, VoucherLoad)
         result = await load_vouchers(_id(reward_id, "reward-not-found", "reward"), data.codes)
-        return VouchersLoaded(loaded=result["loaded"], repeated=result["repeated"], reward=reward_out(result["reward"]))
+        return VouchersLoaded(loaded=result["loaded"], repeated=result["repeated"],
+                              reward=admin_reward_out(result["reward"]))
 
     @post("/redemptions/{redemption_id:int}/void", operation_id="adminVoidRedemption", status_code=HTTP_200_OK,
           summary="Void a pending redemption", responses=problem_responses(400, 401, 403, 404, 413, 422, 503))

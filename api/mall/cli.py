@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,7 @@ async def _reward(args: argparse.Namespace) -> int:
 
     command = args.reward_command
     if command == "create":
-        _print(await catalogue.create_reward(_read(args.file)))
+        _print(await catalogue.create_reward(_read(args.file), local=os.environ.get("CW_ENV") != "production"))
     elif command == "list":
         for r in await catalogue.list_rewards(offered_only=False):
             stock = "unlimited" if r["stock"] is None else r["stock"]
@@ -86,7 +87,8 @@ async def _reward(args: argparse.Namespace) -> int:
         done = await catalogue.load_vouchers(args.reward_id, codes)
         print(f"loaded {done['loaded']} codes ({done['repeated']} repeated); stock {done['reward']['stock']}")
     elif command == "status":
-        done = await catalogue.update_reward(args.reward_id, {"status": args.status})
+        done = await catalogue.update_reward(args.reward_id, {"status": args.status},
+                                             local=os.environ.get("CW_ENV") != "production")
         print(f"{done['code']}: {done['status']}")
     return 0
 

@@ -48,6 +48,8 @@ _COLUMNS = """p.id, p.code, p.title_zh, p.title_en, p.description_zh, p.descript
 
 def _out(row: Any) -> dict[str, Any]:
     out = dict(row)
+    if out["status"] == "open" and out["closes_at"] is not None and out["closes_at"] <= datetime.now(UTC):
+        out["status"] = "closed"  # past its closing time: it takes no more donations
     images = out.get("images")
     out["images"] = msgspec.json.decode(images) if isinstance(images, str | bytes) else (images or [])
     return out
@@ -129,6 +131,8 @@ async def update_project(project_id: int, changes: dict[str, Any]) -> dict[str, 
         if done is None:
             await get_project(project_id)
             raise DomainError("conflict", "project-completed", "A completed project's record stays as it was.")
+        if "goal" in clean or clean.get("status") == "open":  # a lowered goal may be met already
+            await complete_if_met(project_id)
     return await get_project(project_id)
 
 
@@ -153,7 +157,9 @@ async def get_project(project_id: int, holder_id: uuid.UUID | None = None) -> di
 async def list_projects(*, include_closed: bool = False) -> list[dict[str, Any]]:
     async with connection() as conn:
         rows = await conn.fetch(
-            f"""SELECT {_COLUMNS} FROM donation_project p WHERE $1 OR p.status <> 'closed'
+            f"""SELECT {_COLUMNS} FROM donation_project p
+                WHERE $1 OR (p.status <> 'closed' AND (p.status = 'completed' OR p.closes_at IS NULL
+                                                       OR p.closes_at > now()))
                 ORDER BY p.status = 'open' DESC, p.id""",  # noqa: S608 - constant columns
             include_closed,
         )

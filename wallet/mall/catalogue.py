@@ -46,13 +46,15 @@ def _optional_int(fields: dict[str, Any], name: str, low: int, high: int) -> int
     return value
 
 
-def _url(value: Any, name: str) -> str:
+def _url(value: Any, name: str, *, loopback: bool = False) -> str:
+    """https only; a merchant on this machine over plain http only outside production (local runs, tests)."""
     if not isinstance(value, str) or len(value) > 500:
         raise _bad(name, f"{name} must be a URL of at most 500 characters.")
     parts = urlsplit(value)
-    if (parts.scheme == "https" and parts.hostname) or (parts.scheme == "http" and parts.hostname in _LOOPBACK):
+    if (parts.scheme == "https" and parts.hostname) or (
+            loopback and parts.scheme == "http" and parts.hostname in _LOOPBACK):
         return value
-    raise _bad(name, f"{name} must be an https URL (http only for localhost).")
+    raise _bad(name, f"{name} must be an https URL" + (" (http only for localhost)." if loopback else "."))
 
 
 def _time(fields: dict[str, Any], name: str) -> datetime | None:
@@ -68,7 +70,7 @@ def _time(fields: dict[str, Any], name: str) -> datetime | None:
     return parsed
 
 
-def _clean(fields: dict[str, Any], *, partial: bool) -> dict[str, Any]:
+def _clean(fields: dict[str, Any], *, partial: bool, loopback: bool) -> dict[str, Any]:
     """Every field a reward has, checked; with `partial`, only those given."""
     out: dict[str, Any] = {}
 
@@ -113,8 +115,8 @@ def _clean(fields: dict[str, Any], *, partial: bool) -> dict[str, Any]:
             raise _bad("fulfilment", "fulfilment must be code (we issue a voucher), pool (loaded codes) or merchant.")
         out["fulfilment"] = fields.get("fulfilment", "code")
     if given("merchant_url"):
-        out["merchant_url"] = None if fields.get("merchant_url") is None else _url(fields["merchant_url"],
-                                                                                   "merchant_url")
+        out["merchant_url"] = None if fields.get("merchant_url") is None else _url(
+            fields["merchant_url"], "merchant_url", loopback=loopback)
     if given("voucher_valid_days"):
         out["voucher_valid_days"] = _optional_int(fields, "voucher_valid_days", 1, 3650) or 30
     if given("status"):
@@ -148,8 +150,9 @@ def _out(row: Any) -> dict[str, Any]:
     return out
 
 
-async def create_reward(fields: dict[str, Any]) -> dict[str, Any]:
-    clean = _clean(fields, partial=False)
+async def create_reward(fields: dict[str, Any], *, local: bool = False) -> dict[str, Any]:
+    """`local`: not production, so a merchant on this machine may be called over plain http."""
+    clean = _clean(fields, partial=False, loopback=local)
     clean.setdefault("fulfilment", "code")
     _check_whole(clean)
     if clean["fulfilment"] == "pool" and clean["stock"]:
@@ -172,9 +175,9 @@ async def create_reward(fields: dict[str, Any]) -> dict[str, Any]:
     return _out(row)
 
 
-async def update_reward(reward_id: int, changes: dict[str, Any]) -> dict[str, Any]:
+async def update_reward(reward_id: int, changes: dict[str, Any], *, local: bool = False) -> dict[str, Any]:
     """Change what a reward is; stock moves only through `adjust_stock` (it is a counter, not a setting)."""
-    clean = _clean(changes, partial=True)
+    clean = _clean(changes, partial=True, loopback=local)
     async with engine().transaction() as tx:
         conn = tx.connection
         current = await conn.fetchrow(f"SELECT {_COLUMNS} FROM reward r WHERE id = $1 FOR UPDATE", reward_id)  # noqa: S608

@@ -12,7 +12,7 @@ from typing import Any, Literal, Protocol
 import httpx
 import msgspec
 
-from wallet.partners.service import webhook_secrets
+from wallet.partners.service import get_partner, webhook_secrets
 from wallet.partners.signatures import sign
 from wallet.sealing import SecretBox
 
@@ -46,7 +46,10 @@ class MerchantClient:
         self._timeout = timeout_s
 
     async def __call__(self, redemption: dict[str, Any]) -> Outcome:
-        secrets = await webhook_secrets(redemption["partner"], self._box) if redemption["partner"] else []
+        partner = await get_partner(redemption["partner"]) if redemption["partner"] else None
+        if partner is None or partner["status"] != "active":
+            return Outcome("refused", reason="merchant-suspended" if partner else "merchant-not-configured")
+        secrets = await webhook_secrets(redemption["partner"], self._box)
         if not secrets:
             return Outcome("refused", reason="merchant-not-configured")
         body = msgspec.json.encode({
@@ -70,7 +73,7 @@ class MerchantClient:
             return Outcome("refused", reason=f"merchant-refused-{response.status_code}")
         try:
             answer = msgspec.json.decode(response.content, type=_Answer)
-        except msgspec.ValidationError:
+        except msgspec.DecodeError:  # not JSON, or JSON without a voucher (ValidationError is a DecodeError)
             return Outcome("retry", reason="merchant-answer-unreadable")
         code = answer.voucher_code.strip()
         if not code or len(code) > 120:
