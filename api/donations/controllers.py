@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
@@ -43,8 +44,6 @@ class ProjectOut(msgspec.Struct, kw_only=True):
     opens_at: datetime
     closes_at: datetime | None
     completed_at: datetime | None
-    mine: int | None = None
-    my_share_ppm: int | None = None
 
 
 def project_out(p: dict[str, Any]) -> ProjectOut:
@@ -55,7 +54,6 @@ def project_out(p: dict[str, Any]) -> ProjectOut:
         outcome={"zh-CN": p["outcome_zh"], "en": p["outcome_en"]}, images=p["images"], goal=p["goal"],
         raised=raised, donors=p["donors"], progress_ppm=min(1_000_000, raised * 1_000_000 // p["goal"]),
         status=p["status"], opens_at=p["opens_at"], closes_at=p["closes_at"], completed_at=p["completed_at"],
-        mine=p.get("mine"), my_share_ppm=p.get("my_share_ppm"),
     )
 
 
@@ -114,7 +112,9 @@ class DonationsController(Controller):
         return project_out(await get_project(_id(project_id)))
 
     @post("/{project_id:int}/donations", operation_id="donateEnergy", security=BEARER,
-          summary="Donate energy to a project", responses=problem_responses(400, 401, 404, 409, 422, 503))
+          summary="Donate energy to a project", responses={
+              **problem_responses(400, 401, 404, 409, 422, 503), 200: ResponseSpec(
+                  data_container=DonationOut, description="A repeat (same Idempotency-Key): the stored donation.")})
     async def donate(self, request: Req, project_id: FromPath[int], data: JSONBody[DonateRequest],
                      idempotency_key: IdempotencyKey = None) -> Response[DonationOut]:
         """Moves `amount` from my available energy to the project (`409 insufficient-energy`,

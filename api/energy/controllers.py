@@ -43,6 +43,7 @@ class Lifetime(msgspec.Struct, kw_only=True):
     redeemed: int
     donated: int
     awarded: int
+    corrected: int  # awards and donations an operator reversed (they came back out of, or into, available)
 
 
 class EnergySummary(msgspec.Struct, kw_only=True):
@@ -204,7 +205,7 @@ class EnergyController(Controller):
         return TransferPage(items=items, next_cursor=encode_cursor(rows[-1]["id"]) if len(rows) == limit else None)
 
     @get("/transfers/export", operation_id="exportMyEnergyTransfers", summary="Export my energy statement as CSV",
-         media_type="text/csv; charset=utf-8", responses=problem_responses(401, 503))
+         media_type="text/csv", responses=problem_responses(401, 503))
     async def export(self, request: Req) -> Stream:
         """Every transfer, newest first: id, time, kind, amount, effect on available/balls/held, description."""
         holder_id = request.user.holder_id
@@ -223,7 +224,7 @@ class EnergyController(Controller):
                 buffer.truncate()
             yield buffer.getvalue().encode()
 
-        return Stream(rows(), media_type="text/csv; charset=utf-8",
+        return Stream(rows(), media_type="text/csv",
                       headers={"Content-Disposition": f'attachment; filename="energy-{holder_id}.csv"'})
 
     @get("/settings", operation_id="getMyEnergySettings", summary="My energy settings",
@@ -262,6 +263,10 @@ class FriendEnergyController(Controller):
         async with connection() as conn:
             if not await are_friends(conn, request.user.holder_id, friend_id):
                 raise DomainError("forbidden", "not-friends", "Only friends can see a resident's energy balls.")
+            if not await conn.fetchval(
+                    "SELECT coalesce((SELECT friends_may_collect FROM energy_preference WHERE holder = $1), true)",
+                    friend_id):
+                raise DomainError("forbidden", "help-not-allowed", "This resident collects their energy themselves.")
         rows = await balls_of(friend_id, ripe_only=True, limit=page_limit(limit))
         return _balls_page(rows, friend_id, limit)
 

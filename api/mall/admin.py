@@ -295,7 +295,7 @@ class LedgerAdminController(Controller):
         return Reversed(id=done["id"], reverses=done["reverses"], amount=done["amount"])
 
     @get("/check", operation_id="adminCheckLedger", summary="Reconcile the energy ledger",
-         responses=problem_responses(400, 401, 403, 503))
+         responses=problem_responses(400, 401, 403, 422, 503))
     async def check(self, examples: FromQuery[int] = 5) -> LedgerCheck:
         """Postings sum to zero; cached balances equal their transfers; nothing below zero; each pending
         resolved at most once; balls, held energy and redemptions agree with the ledger; completed projects'

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
@@ -129,7 +130,8 @@ class RedemptionsController(Controller):
     security = BEARER
 
     @post("", operation_id="redeemReward", summary="Redeem energy for a reward",
-          responses={**problem_responses(400, 401, 404, 409, 422, 503)})
+          responses={**problem_responses(400, 401, 404, 409, 422, 503), 200: ResponseSpec(
+              data_container=RedemptionOut, description="A repeat (same Idempotency-Key): the stored redemption.")})
     async def redeem(self, request: Req, data: JSONBody[RedeemRequest],
                      idempotency_key: IdempotencyKey = None) -> Response[RedemptionOut]:
         """Reserves the price and one item, then fetches the voucher: `201` with `fulfilled` and the voucher

@@ -258,7 +258,8 @@ class MeController(Controller):
             "consents": msgspec.to_builtins(await list_consents(holder_id)),
             "activities": msgspec.to_builtins(await holder_activities(holder_id)),
             "energy": msgspec.to_builtins(await energy_summary(holder_id)),
-            "energy_transfers": msgspec.to_builtins([t async for t in iter_transfers(holder_id)]),
+            "energy_transfers": msgspec.to_builtins([{k: v for k, v in t.items() if k != "ref"}
+                                                     async for t in iter_transfers(holder_id)]),
             "energy_balls": msgspec.to_builtins(await all_balls(holder_id)),
             "redemptions": msgspec.to_builtins(await all_redemptions(holder_id)),
             "donations": msgspec.to_builtins(await donations_of(holder_id)),

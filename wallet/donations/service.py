@@ -40,10 +40,20 @@ _CODE = re.compile(r"^[a-z0-9][a-z0-9-]{1,63}$")
 DONATION_MAX = 10_000_000
 PPM = 1_000_000
 
-_COLUMNS = """p.id, p.code, p.title_zh, p.title_en, p.description_zh, p.description_en, p.outcome_zh, p.outcome_en,
+def _given(account: str) -> str:
+    """Per holder, what they gave to the project account `account` net of corrections (a reversed donation
+    takes its energy back out), with their first donation for a stable order."""
+    return f"""SELECT a.holder, sum(x.amount)::bigint AS amount, min(x.id) AS first FROM (
+        SELECT debit_account AS account, amount, id FROM ledger_transfer WHERE credit_account = {account}
+        UNION ALL SELECT credit_account, -amount, id FROM ledger_transfer WHERE debit_account = {account}) x
+      JOIN ledger_account a ON a.id = x.account WHERE a.holder IS NOT NULL GROUP BY a.holder"""  # noqa: S608
+
+
+_COLUMNS = f"""p.id, p.code, p.title_zh, p.title_en, p.description_zh, p.description_en, p.outcome_zh, p.outcome_en,
     p.images, p.goal, p.account, p.status, p.opens_at, p.closes_at, p.completed_at, p.raised_at_completion,
-    (SELECT coalesce(sum(amount), 0) FROM ledger_transfer WHERE credit_account = p.account)::bigint AS raised,
-    (SELECT count(DISTINCT t.debit_account) FROM ledger_transfer t WHERE t.credit_account = p.account) AS donors"""
+    ((SELECT coalesce(sum(amount), 0) FROM ledger_transfer WHERE credit_account = p.account)
+     - (SELECT coalesce(sum(amount), 0) FROM ledger_transfer WHERE debit_account = p.account))::bigint AS raised,
+    (SELECT count(*) FROM ({_given("p.account")}) g WHERE g.amount > 0) AS donors"""  # noqa: S608 - constant
 
 
 def _out(row: Any) -> dict[str, Any]:
@@ -136,22 +146,12 @@ async def update_project(project_id: int, changes: dict[str, Any]) -> dict[str, 
     return await get_project(project_id)
 
 
-async def get_project(project_id: int, holder_id: uuid.UUID | None = None) -> dict[str, Any]:
+async def get_project(project_id: int) -> dict[str, Any]:
     async with connection() as conn:
         row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM donation_project p WHERE p.id = $1", project_id)  # noqa: S608
-        if row is None:
-            raise DomainError("not_found", "project-not-found", "No donation project has this id.")
-        out = _out(row)
-        if holder_id is not None:
-            mine = await conn.fetchval(
-                """SELECT coalesce(sum(t.amount), 0)::bigint FROM ledger_transfer t
-                   JOIN ledger_account a ON a.id = t.debit_account
-                   WHERE t.credit_account = $1 AND a.holder = $2""",
-                row["account"], holder_id,
-            )
-            out["mine"] = mine
-            out["my_share_ppm"] = mine * PPM // out["raised"] if out["raised"] else 0
-    return out
+    if row is None:
+        raise DomainError("not_found", "project-not-found", "No donation project has this id.")
+    return _out(row)
 
 
 async def list_projects(*, include_closed: bool = False) -> list[dict[str, Any]]:
@@ -214,16 +214,22 @@ def _donation(transfer_id: int, project_id: int, amount: int, at: datetime) -> d
 
 
 async def donations_of(holder_id: uuid.UUID) -> list[dict[str, Any]]:
-    """Per project the resident gave to: how much, how often, their share so far."""
+    """Per project the resident gave to: how much (net of corrections), how often, their share so far."""
     async with connection() as conn:
         rows = await conn.fetch(
-            f"""SELECT {_COLUMNS}, m.given, m.times, m.last_at FROM (
-                    SELECT t.credit_account, sum(t.amount)::bigint AS given, count(*) AS times,
-                           max(t.created_at) AS last_at
-                    FROM ledger_transfer t WHERE t.debit_account = (
-                        SELECT id FROM ledger_account WHERE holder = $1 AND unit = 'energy' AND purpose = 'available')
-                      AND t.kind = 'donation' GROUP BY t.credit_account) m
-                JOIN donation_project p ON p.account = m.credit_account ORDER BY m.last_at DESC""",  # noqa: S608
+            f"""WITH mine AS (SELECT id FROM ledger_account
+                              WHERE holder = $1 AND unit = 'energy' AND purpose = 'available')
+                SELECT {_COLUMNS}, m.given, m.times, m.last_at FROM (
+                    SELECT q.account, sum(CASE WHEN t.credit_account = q.account THEN t.amount ELSE -t.amount END)
+                               ::bigint AS given,
+                           count(*) FILTER (WHERE t.kind = 'donation') AS times,
+                           max(t.created_at) FILTER (WHERE t.kind = 'donation') AS last_at
+                    FROM ledger_transfer t
+                    JOIN donation_project q ON q.account IN (t.credit_account, t.debit_account)
+                    WHERE (t.debit_account = (SELECT id FROM mine) OR t.credit_account = (SELECT id FROM mine))
+                      AND t.kind IN ('donation', 'correction')
+                    GROUP BY q.account) m
+                JOIN donation_project p ON p.account = m.account ORDER BY m.last_at DESC""",  # noqa: S608
             holder_id,
         )
     return [{**_out(r), "share_ppm": r["given"] * PPM // r["raised"] if r["raised"] else 0} for r in rows]
@@ -246,9 +252,8 @@ async def complete_if_met(project_id: int) -> int:
     largest remainder so they sum to exactly 100%. Idempotent; returns how many certificates were issued."""
     async with connection() as conn:  # the cheap look first: most donations leave the goal unmet
         below = await conn.fetchval(
-            """SELECT p.status <> 'open' OR (SELECT coalesce(sum(amount), 0) FROM ledger_transfer
-                                            WHERE credit_account = p.account) < p.goal
-               FROM donation_project p WHERE p.id = $1""",
+            f"""SELECT p.status <> 'open' OR raised < p.goal FROM (SELECT {_COLUMNS} FROM donation_project p) p
+                WHERE p.id = $1""",  # noqa: S608 - constant columns
             project_id,
         )
     if below is None or below:
@@ -261,9 +266,7 @@ async def complete_if_met(project_id: int) -> int:
         if project is None or project["status"] != "open":
             return 0
         donors = await conn.fetch(
-            """SELECT a.holder, sum(t.amount)::bigint AS amount, min(t.id) AS first FROM ledger_transfer t
-               JOIN ledger_account a ON a.id = t.debit_account
-               WHERE t.credit_account = $1 GROUP BY a.holder ORDER BY min(t.id)""",
+            f"SELECT * FROM ({_given('$1')}) g WHERE g.amount > 0 ORDER BY g.first",  # noqa: S608
             project["account"],
         )
         raised = sum(d["amount"] for d in donors)

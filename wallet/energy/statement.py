@@ -75,7 +75,7 @@ async def summary(holder_id: uuid.UUID) -> dict[str, Any]:
             "grown": totals.get("ball.grown", 0), "collected": collected, "expired": totals.get("ball.expired", 0),
             "cancelled": totals.get("ball.cancelled", 0), "clawed_back": totals.get("energy.clawback", 0),
             "redeemed": totals.get("redemption.posted", 0), "donated": totals.get("donation", 0),
-            "awarded": totals.get("award", 0),
+            "awarded": totals.get("award", 0), "corrected": totals.get("correction", 0),
         },
     }
 

@@ -10,13 +10,13 @@ from wallet.holders.tables import Holder
 
 class LedgerAccount(Table, tablename="ledger_account"):
     """Where a unit (energy now, fen later) can sit. A holder has `available`, `balls` (grown, not yet
-    collected) and `held` (reserved for a redemption); system accounts (issuance, expiry, mall, reversals)
+    collected) and `held` (reserved for a redemption); system accounts (issuance, expiry, mall)
     and each donation project have one too. Only holder accounts cache a `balance` (never below zero); the
     balances of system accounts, which every award or purchase touches, are sums over transfers (LEDGER L6)."""
 
     id = BigSerial(primary_key=True)
     unit = Varchar(length=16)
-    purpose = Varchar(length=16)  # available | balls | held | issuance | expiry | mall | reversals | project
+    purpose = Varchar(length=16)  # available | balls | held | issuance | expiry | mall | project
     code = Varchar(length=120, unique=True)
     holder = ForeignKey(references=Holder, on_delete=OnDelete.restrict, null=True, default=None)
     balance = BigInt(null=True, default=None)
