@@ -15,8 +15,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from wallet.partners.signatures import sign
 from tests.support import Resident
+from wallet.partners.signatures import sign
 
 REDIRECT_URI = "https://partner.example/oauth/callback"
 ALL_SCOPES = ["activities:write", "book:read", "profile:read"]

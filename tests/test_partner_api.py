@@ -26,12 +26,12 @@ import httpx
 import pytest
 import redis
 
-from wallet.partners.signatures import TOLERANCE_S, sign, verify
 from api.ratelimit import RateLimiter
 from tests.partner_support import Partner, activity, bearer, create_partner, link, signed_push
 from tests.support import ApiProcess, Resident, assert_problem, race, register
 from wallet.db import connection
 from wallet.errors import DomainError
+from wallet.partners.signatures import TOLERANCE_S, sign, verify
 
 
 def report(client: httpx.Client, token: str, *items: dict[str, Any]) -> httpx.Response:
