@@ -55,6 +55,7 @@ from bench.energy_setup import (
 from bench.intake import (
     MAX_BASELINE_BATCHES,
     RAW_RESIDENTS,
+    Caller,
     Poster,
     Work,
     build_requests,
@@ -75,32 +76,6 @@ ANALYZE = ("ANALYZE activity, book_entry, book_head, outbox_event, ledger_transf
 
 
 # -- work units --------------------------------------------------------------------------------------------------
-
-
-class Caller:
-    """One keep-alive connection: sends `build(n)`, reads the response (Content-Length bodies), and lets `check`
-    say what went wrong with it, if anything."""
-
-    def __init__(self, port: int, build: Callable[[int], bytes], check: Callable[[int, bytes], str | None]) -> None:
-        self.port, self.build, self.check = port, build, check
-        self.conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-
-    async def __call__(self, n: int) -> str | None:
-        try:
-            self.conn = self.conn or await asyncio.open_connection(HOST, self.port, limit=1 << 20)
-            self.conn[1].write(self.build(n))
-            head = (await self.conn[0].readuntil(b"\r\n\r\n")).lower()
-            at = head.index(b"\r\ncontent-length:") + 17
-            body = await self.conn[0].readexactly(int(head[at : head.index(b"\r\n", at)]))
-        except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-            self.close()
-            return f"io: {type(exc).__name__}"
-        return self.check(int(head[9:12]), body)
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn[1].close()
-            self.conn = None
 
 
 def post_requests(port: int, path: str, tokens: Sequence[str], body: bytes,
@@ -184,7 +159,7 @@ def service_collect(holders: Sequence[Wallet]) -> Work:
 
 def _close(workers: Sequence[Any]) -> None:
     for worker in workers:
-        if isinstance(worker, Caller | Poster):
+        if isinstance(worker, Caller):
             worker.close()
 
 

@@ -187,12 +187,12 @@ def build_requests(port: int, tokens: list[str], pool: list[Item], batch: int, t
         b"##########", b"%010d" % n)
 
 
-class Poster:
-    """One keep-alive connection. A batch succeeds with a 200 and a verdict on every receipt; a single report
-    with a 201 (or 200, a replay) and a verdict. `event-id-reused` (no verdict) is an error."""
+class Caller:
+    """One keep-alive connection: sends `build(n)`, reads the response (Content-Length bodies), and lets `check`
+    say what went wrong with it, if anything. The energy benchmark uses it as it is."""
 
-    def __init__(self, port: int, build: Callable[[int], bytes], batch: int, verdicts: Counter[str]) -> None:
-        self.port, self.build, self.batch, self.verdicts = port, build, batch, verdicts
+    def __init__(self, port: int, build: Callable[[int], bytes], check: Callable[[int, bytes], str | None]) -> None:
+        self.port, self.build, self.check = port, build, check
         self.conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def __call__(self, n: int) -> str | None:
@@ -205,7 +205,23 @@ class Poster:
         except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
             self.close()
             return f"io: {type(exc).__name__}"
-        status = int(head[9:12])
+        return self.check(int(head[9:12]), body)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn[1].close()
+            self.conn = None
+
+
+class Poster(Caller):
+    """A partner's report: a batch succeeds with a 200 and a verdict on every receipt; a single report with a
+    201 (or 200, a replay) and a verdict. `event-id-reused` (no verdict) is an error."""
+
+    def __init__(self, port: int, build: Callable[[int], bytes], batch: int, verdicts: Counter[str]) -> None:
+        super().__init__(port, build, self._receipts)
+        self.batch, self.verdicts = batch, verdicts
+
+    def _receipts(self, status: int, body: bytes) -> str | None:
         if status not in ((200, 201) if self.batch == 0 else (200,)):
             return f"HTTP {status}"
         receipts = ([msgspec.json.decode(body, type=_Verdict)] if self.batch == 0
@@ -214,11 +230,6 @@ class Poster:
         if len(receipts) != max(1, self.batch):
             return "receipts missing"
         return next((r.code for r in receipts if r.verdict is None), None)
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn[1].close()
-            self.conn = None
 
 
 async def drive(workers: Sequence[Work], spec: LoadSpec, units: int | None = None,
@@ -343,7 +354,7 @@ async def measure_all(api: Server, spec: LoadSpec, env: dict[str, str], args: ar
                                  sent / len(residents) if verdicts else math.nan,
                                  await statement_times() if stats else {}))
             for worker in workers:
-                if isinstance(worker, Poster):
+                if isinstance(worker, Caller):
                     worker.close()
             print(f"  {path:<11} batch {batch:<5} c={n_conns:<3} {r.per_s:>9,.0f} activities/s  "
                   f"p50 {r.result.p50_ms:8.1f} ms  errors {r.result.errors}  {_mix(verdicts)}", flush=True)

@@ -35,6 +35,7 @@ from api.partners.schemas import (
     ReceiptOut,
 )
 from api.problems import problem_responses
+from api.strict import strict_json
 from wallet.db import connection, engine
 from wallet.errors import DomainError
 from wallet.holders.service import get_holder
@@ -76,17 +77,10 @@ def has_nul(value: Any) -> bool:
 
 
 async def strict_body(request: Request[Any, Any, Any], kind: type[T]) -> T:
-    """The body as its documented schema says. Litestar converts leniently (it reads a number as a date and
-    "1" as 1); msgspec's strict mode would refuse 1.0 for an integer, which JSON Schema allows. So decode
-    leniently, then refuse the lenient readings the schema does not allow."""
-    body = await request.body()
-    try:
-        value = msgspec.json.decode(body, type=kind, strict=False)
-        raw = msgspec.json.decode(body)
-    except msgspec.ValidationError as exc:
-        raise ValidationException(detail=f"Invalid body: {exc}") from exc
-    except msgspec.DecodeError as exc:
-        raise ValidationException(detail="The body is not valid JSON.") from exc
+    """An activity body as its documented schema says: `strict_json` for the top-level fields, then each
+    activity's times and quantity (a number is not a date; "1" and 1.5 are not quantities)."""
+    value = await strict_json(request, kind)
+    raw = msgspec.json.decode(await request.body())
     items = raw.get("activities", []) if isinstance(raw, dict) and "activities" in raw else [raw]
     for i, item in enumerate(items if isinstance(items, list) else []):
         where = f"$.activities[{i}]" if isinstance(raw, dict) and "activities" in raw else "$"
