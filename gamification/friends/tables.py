@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from piccolo.columns import ForeignKey, Timestamptz
+from piccolo.columns import BigSerial, ForeignKey, Timestamptz, Varchar
 from piccolo.columns.base import OnDelete
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.table import Table
@@ -9,9 +9,36 @@ from wallet.holders.tables import Holder
 
 
 class Friendship(Table, tablename="friendship"):
-    """Two residents who are friends, stored once with the smaller id first. Requests, invites and blocks
-    that lead here come with gamification; energy only asks whether two residents are friends."""
+    """Two residents who are friends, stored once with the smaller id first."""
 
     holder_a = ForeignKey(references=Holder, on_delete=OnDelete.cascade)
     holder_b = ForeignKey(references=Holder, on_delete=OnDelete.cascade)
     since = Timestamptz(default=TimestamptzNow())
+
+
+class FriendRequest(Table, tablename="friend_request"):
+    """A request sent by phone or e-mail; the sender never learns whether the address belongs to anyone
+    until the other side accepts. One pending request per pair."""
+
+    id = BigSerial(primary_key=True)
+    from_holder = ForeignKey(references=Holder, on_delete=OnDelete.cascade)
+    to_holder = ForeignKey(references=Holder, on_delete=OnDelete.cascade)
+    status = Varchar(length=16, default="pending")  # pending | accepted | declined | cancelled
+    created_at = Timestamptz(default=TimestamptzNow())
+    resolved_at = Timestamptz(null=True, default=None)
+
+
+class FriendCode(Table, tablename="friend_code"):
+    """A resident's invite code (shown as text or a QR code); sharing it is consent to be added."""
+
+    holder = ForeignKey(references=Holder, on_delete=OnDelete.cascade, primary_key=True)
+    code = Varchar(length=16, unique=True)
+    created_at = Timestamptz(default=TimestamptzNow())
+
+
+class Block(Table, tablename="friend_block"):
+    """`blocker` never hears from `blocked` again: no requests, no friendship, no help with energy."""
+
+    blocker = ForeignKey(references=Holder, on_delete=OnDelete.cascade)
+    blocked = ForeignKey(references=Holder, on_delete=OnDelete.cascade)
+    created_at = Timestamptz(default=TimestamptzNow())
