@@ -24,8 +24,15 @@ from api.accounts.controllers import AccountsController
 from api.auth.middleware import BearerAuthMiddleware
 from api.auth.tokens import AccessTokens, PartnerTokens
 from api.book.controllers import BookController
+from api.challenges.controllers import ChallengeAdminController, ChallengesController, MyChallengesController
 from api.donations.controllers import DonationsController, MyDonationsController
 from api.energy.controllers import EnergyController, FriendEnergyController
+from api.friends.controllers import BlocksController, FriendsController
+from api.leaderboards.controllers import (
+    LeaderboardAdminController,
+    MyLeaderboardsController,
+    PublicLeaderboardsController,
+)
 from api.mall.admin import LedgerAdminController, MallAdminController, ProjectAdminController
 from api.mall.controllers import MallController, RedemptionsController
 from api.methodology.controllers import MethodologyController
@@ -36,11 +43,14 @@ from api.openapi import StrictStructSchemaPlugin
 from api.partners.admin import PartnerAdminController
 from api.partners.controllers import PartnerApiController, PushController
 from api.problems import exception_handlers, unavailable
+from api.progress.controllers import ProgressController
 from api.ratelimit import RateLimiter
 from api.residents.controllers import AuthController, MeController
 from api.review.controllers import CorrectionsController, ReviewController
 from api.settings import Settings, get_settings
 from api.system.controllers import SystemController
+from api.teams.admin import TeamAdminController
+from api.teams.controllers import TeamController
 from wallet.db import close_pool, start_pool
 from wallet.energy.policy import configure as configure_energy
 from wallet.holders.passwords import Passwords
@@ -93,11 +103,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
     energy = Router(
         path="/", route_handlers=[EnergyController, FriendEnergyController, MallController, RedemptionsController,
                                   DonationsController, MyDonationsController, MallAdminController,
-                                  ProjectAdminController, LedgerAdminController]
+                                  ProjectAdminController, LedgerAdminController, MyLeaderboardsController,
+                                  PublicLeaderboardsController, LeaderboardAdminController, ProgressController,
+                                  ChallengesController, MyChallengesController, ChallengeAdminController]
     )
     oauth = Router(path="/", route_handlers=[MetadataController, OAuthController])
+    social = Router(path="/", route_handlers=[FriendsController, BlocksController, TeamController, TeamAdminController])
     app = Litestar(
-        route_handlers=[SystemController, v1, partners, energy, oauth],
+        route_handlers=[SystemController, v1, partners, energy, oauth, social],
         lifespan=[lifespan],
         exception_handlers={
             **exception_handlers,
@@ -141,6 +154,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 Tag(name="energy", description="My green energy: balances, energy balls, friends helping, statement."),
                 Tag(name="mall", description="Rewards to redeem energy for, and my redemptions (two-phase)."),
                 Tag(name="donations", description="Projects residents give energy to, and their certificates."),
+                Tag(name="challenges", description="Collective goals for a team, community or city."),
+                Tag(name="progress", description="My level, daily green streak and badges."),
+                Tag(name="leaderboards", description="Boards by period and scope, my rank, friends, per capita."),
+                Tag(name="friends", description="My friends: invite codes, requests by phone or e-mail, blocks."),
+                Tag(name="teams", description="My team (a company or organisation) and department."),
                 Tag(name="partner API", description="Partners acting for residents who linked them (OAuth 2)."),
                 Tag(name="oauth", description="The OAuth 2 authorization server partners link through."),
                 Tag(name="admin", description="Operators: partners, review queue, mall, projects, ledger check."),

@@ -1,5 +1,5 @@
 """`carbon-wallet`: the operator CLI (run, migrate, seed-demo, partner …, grant-role, revoke-role,
-verify-books, reward …, project …, ledger check, energy expire|award)."""
+verify-books, reward …, project …, ledger check, energy expire|award, team …)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from api.mall.cli import COMMANDS as MALL_COMMANDS
 from api.mall.cli import add_commands as add_mall_commands
 from api.mall.cli import run_command as run_mall_command
 from api.partners.cli import add_commands, run_command
+from api.teams.cli import COMMANDS as TEAM_COMMANDS
+from api.teams.cli import add_commands as add_team_commands
+from api.teams.cli import run_command as run_team_command
 
 __all__ = ["main"]
 
@@ -31,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     add_commands(sub)
     add_book_commands(sub)
     add_mall_commands(sub)
+    add_team_commands(sub)
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -50,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_command(args, database_url)
     if args.command in MALL_COMMANDS:
         return run_mall_command(args, database_url)
+    if args.command in TEAM_COMMANDS:
+        return run_team_command(args, database_url)
     if args.command == "verify-books":
         return run_book_command(args, database_url)
     if args.command == "seed-demo" and os.environ.get("CW_ENV") == "production":

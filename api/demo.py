@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from api.mall.demo import seed_mall
+from api.teams.demo import seed_friends_and_team
 from wallet.accounts.service import active_sub_account, ensure_self_sub_account, link_partner
 from wallet.energy.policy import configure, policy
 from wallet.errors import DomainError
@@ -122,6 +123,7 @@ async def seed_demo(passwords: Passwords, box: SecretBox) -> int:
         configure(settings_policy)
     residents = [await holder_id_for_login(d.login) for d in DEMO_HOLDERS if d.login != DEMO_OPERATOR]
     await seed_mall(residents, await holder_id_for_login(DEMO_OPERATOR))
+    await seed_friends_and_team([await holder_id_for_login(d.login) for d in DEMO_HOLDERS])
     return created
 
 

@@ -3,8 +3,17 @@ events. Domain packages export their handler tables; only this edge module knows
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import Sequence
+from zoneinfo import ZoneInfo
 
+from redis.asyncio import Redis
+
+from gamification.friends.service import HANDLERS as FRIEND_HANDLERS
+from gamification.leaderboards.service import handlers as leaderboard_handlers
+from gamification.progress.service import HANDLERS as PROGRESS_HANDLERS
+from gamification.teams.service import HANDLERS as TEAM_HANDLERS
 from notifications.inbox.handlers import HANDLERS as INBOX_HANDLERS
 from wallet.donations.service import HANDLERS as DONATION_HANDLERS
 from wallet.outbox.service import EventHandler
@@ -20,4 +29,20 @@ def _merge(*tables: dict[str, list[EventHandler]]) -> dict[str, Sequence[EventHa
     return merged
 
 
-EVENT_HANDLERS = _merge(INBOX_HANDLERS, DONATION_HANDLERS)
+_REDIS: dict[int, Redis] = {}
+
+
+def _redis() -> Redis:
+    """This event loop's Redis client for handlers that need one (the worker's and a test's loop differ)."""
+    loop = id(asyncio.get_running_loop())
+    if loop not in _REDIS:
+        _REDIS[loop] = Redis.from_url(os.environ["REDIS_URL"], socket_timeout=5)
+    return _REDIS[loop]
+
+
+BOARD_ZONE = ZoneInfo(os.environ.get("CW_LEADERBOARD_TIME_ZONE") or "Asia/Shanghai")
+LEADERBOARD_HANDLERS = leaderboard_handlers(_redis, BOARD_ZONE)
+
+EVENT_HANDLERS = _merge(
+    INBOX_HANDLERS, DONATION_HANDLERS, LEADERBOARD_HANDLERS, PROGRESS_HANDLERS, FRIEND_HANDLERS, TEAM_HANDLERS
+)

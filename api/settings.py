@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from wallet.energy.policy import EnergyPolicy
 from wallet.holders.passwords import ARGON2_MEMORY_KIB_DEFAULT, ARGON2_TIME_COST_DEFAULT
@@ -65,6 +66,11 @@ class Settings:
     public_url: str = ""
     secret_rotation_overlap_s: int = 7 * 86400
     energy: EnergyPolicy = field(default_factory=EnergyPolicy)
+    leaderboard_time_zone: str = "Asia/Shanghai"
+
+    @property
+    def leaderboard_zone(self) -> ZoneInfo:
+        return ZoneInfo(self.leaderboard_time_zone)
 
     @property
     def production(self) -> bool:
@@ -85,6 +91,15 @@ def _int(env: dict[str, str], name: str, default: int, minimum: int = 1) -> int:
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum} (got {value})")
     return value
+
+
+def _zone(env: dict[str, str], name: str, default: str) -> str:
+    raw = (env.get(name) or "").strip() or default
+    try:
+        ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise SettingsError(f"{name} must be an IANA time zone such as Asia/Shanghai (got {raw!r})") from exc
+    return raw
 
 
 def _bool(env: dict[str, str], name: str, default: bool) -> bool:
@@ -175,6 +190,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         authorization_code_ttl_s=_int(env, "CW_AUTHORIZATION_CODE_TTL_S", 60, minimum=5),
         public_url=public_url,
         secret_rotation_overlap_s=_int(env, "CW_SECRET_ROTATION_OVERLAP_S", 7 * 86400, minimum=0),
+        leaderboard_time_zone=_zone(env, "CW_LEADERBOARD_TIME_ZONE", "Asia/Shanghai"),
         energy=EnergyPolicy(
             ripen_s=_int(env, "CW_ENERGY_RIPEN_S", ENERGY.ripen_s, minimum=0),
             window_s=_int(env, "CW_ENERGY_WINDOW_S", ENERGY.window_s, minimum=60),

@@ -16,9 +16,12 @@ from arq import cron
 from arq.connections import RedisSettings
 from arq.worker import func
 
-from api.events import EVENT_HANDLERS
+from api.events import BOARD_ZONE, EVENT_HANDLERS
 from api.observability import configure_logging
 from api.settings import get_settings
+from gamification.challenges.service import finish_due
+from gamification.leaderboards.follow import follow, rebuild
+from gamification.progress.service import follow_book as evaluate_badges
 from wallet.db import close_pool, start_pool
 from wallet.energy.balls import expire_due
 from wallet.energy.policy import configure as configure_energy
@@ -76,6 +79,31 @@ async def settle_redemptions(ctx: dict[str, Any]) -> dict[str, int]:
     return await sweep_pending(ctx["merchant"])
 
 
+async def follow_book(ctx: dict[str, Any]) -> int:
+    """Every second: the boards take the book's new entries (one Redis round trip per 2,000). With no cursor
+    (the first start, or Redis was wiped) they are rebuilt from the book first."""
+    applied = await follow(ctx["redis"], BOARD_ZONE)
+    if applied is None and not await ctx["redis"].hexists("lb:cursor", "done"):
+        log.info("leaderboards rebuilt", extra=await rebuild(ctx["redis"], BOARD_ZONE))
+        applied = await follow(ctx["redis"], BOARD_ZONE)
+    return applied or 0
+
+
+async def award_badges(ctx: dict[str, Any]) -> int:
+    """Every 5 s: residents whose books changed get their badges evaluated (awarded once)."""
+    return await evaluate_badges()
+
+
+async def finish_challenges(ctx: dict[str, Any]) -> int:
+    """Every minute: challenges whose window closed get their result recorded, once."""
+    return await finish_due()
+
+
+async def rebuild_leaderboards(ctx: dict[str, Any]) -> dict[str, int]:
+    """Nightly: every current board recreated exactly from the book (and newcomers past 30 days leave)."""
+    return await rebuild(ctx["redis"], BOARD_ZONE)
+
+
 def _redis_settings() -> RedisSettings:
     url = os.environ.get("REDIS_URL")
     if not url:
@@ -89,6 +117,11 @@ class WorkerSettings:
         cron(relay_outbox, second=set(range(60)), unique=True, run_at_startup=True, timeout=30, keep_result=0),
         cron(expire_energy_balls, second={7}, unique=True, run_at_startup=True, timeout=300, keep_result=0),
         cron(settle_redemptions, second={3, 18, 33, 48}, unique=True, timeout=120, keep_result=0),
+        cron(follow_book, second=set(range(60)), unique=True, run_at_startup=True, timeout=300, keep_result=0),
+        cron(award_badges, second=set(range(0, 60, 5)), unique=True, timeout=120, keep_result=0),
+        cron(finish_challenges, second={11}, unique=True, timeout=120, keep_result=0),
+        cron(rebuild_leaderboards, hour={19}, minute={30}, second={0}, unique=True, timeout=1800,
+             keep_result=0),  # 03:30 in China (UTC+8): the quietest hour
     ]
     on_startup = startup
     on_shutdown = shutdown

@@ -4,14 +4,17 @@ from pathlib import Path
 
 from piccolo.conf.apps import AppConfig
 
+from gamification.challenges.tables import Challenge, Participant
 from gamification.friends.tables import Block, FriendCode, FriendRequest, Friendship
 from gamification.leaderboards.tables import Exclusion
+from gamification.progress.tables import BadgeAward, ProgressCursor
 from gamification.teams.tables import Department, Team, TeamMember
 
 APP_CONFIG = AppConfig(
     app_name="gamification",
     migrations_folder_path=str(Path(__file__).parent / "piccolo_migrations"),
-    table_classes=[Friendship, FriendRequest, FriendCode, Block, Team, Department, TeamMember, Exclusion],
+    table_classes=[Friendship, FriendRequest, FriendCode, Block, Team, Department, TeamMember, Exclusion,
+                   BadgeAward, ProgressCursor, Challenge, Participant],
     migration_dependencies=["wallet.piccolo_app"],
     commands=[],
 )

@@ -98,6 +98,37 @@ async def tell_donation_certified(event: Event) -> None:
                                               "amount": event.payload["amount"]})
 
 
+async def _nickname(holder_id: str) -> str:
+    async with connection() as conn:
+        nickname = await conn.fetchval("SELECT nickname FROM holder WHERE id = $1::uuid AND status = 'active'",
+                                       holder_id)
+    return nickname or "?"
+
+
+async def tell_friend_requested(event: Event) -> None:
+    """Not for a request withdrawn, declined or ended by a block before this ran (accepted ones still tell)."""
+    async with connection() as conn:
+        live = await conn.fetchval("SELECT status IN ('pending', 'accepted') FROM friend_request WHERE id = $1",
+                                   event.payload["request_id"])
+    if live:
+        await _post(event, "friend_requested", {"friend": await _nickname(event.payload["from_holder_id"])})
+
+
+async def tell_friend_accepted(event: Event) -> None:
+    await _post(event, "friend_accepted", {"friend": await _nickname(event.payload["friend_id"])})
+
+
+async def tell_friend_added(event: Event) -> None:
+    """Adds by invite code tell both sides (requests have `friend.accepted`; direct adds say nothing)."""
+    if event.payload.get("via") == "invite_code":
+        kind = "friend_added" if event.payload.get("initiated") else "friend_added_you"
+        await _post(event, kind, {"friend": await _nickname(event.payload["friend_id"])})
+
+
+async def tell_badge_earned(event: Event) -> None:
+    await _post(event, "badge_earned", {"badge": event.payload["name_zh"], "badge_en": event.payload["name_en"]})
+
+
 HANDLERS: dict[str, list[EventHandler]] = {
     "holder.registered": [welcome_new_holder],
     "holder.password_changed": [warn_password_changed],
@@ -109,4 +140,8 @@ HANDLERS: dict[str, list[EventHandler]] = {
     "redemption.fulfilled": [tell_redemption_fulfilled],
     "redemption.voided": [tell_redemption_voided],
     "donation.certified": [tell_donation_certified],
+    "badge.earned": [tell_badge_earned],
+    "friend.requested": [tell_friend_requested],
+    "friend.accepted": [tell_friend_accepted],
+    "friend.added": [tell_friend_added],
 }

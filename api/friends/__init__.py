@@ -1,0 +1,1 @@
+"""A resident's friends: invite codes, requests, blocks."""
