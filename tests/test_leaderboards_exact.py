@@ -89,8 +89,8 @@ async def test_wiping_redis_and_rebuilding_recreates_every_board_exactly(
     await a.credit(120)
     padded = await hidden.credit(200)
     await hidden.credit(80, occurred=now - timedelta(days=3))
-    # 二小区's latest entry stays when the mover leaves it (a group whose latest entry leaves with its
-    # resident differs from a rebuild: see the xfail below); the cheat competes in no group for the same reason.
+    # 二小区's latest entry stays when the mover leaves it; a group left by its latest contributor is covered
+    # by test_after_a_member_leaves_a_group_its_per_capita_board_equals_a_rebuild.
     for p, quantity in ((mover, 150), (neighbour, 70), (veteran, 90), (cheat, 400), (lone, 5)):
         await p.credit(quantity)
     (held,) = a.http.post("/v1/me/activities", json={"activities": [
@@ -116,10 +116,6 @@ async def test_wiping_redis_and_rebuilding_recreates_every_board_exactly(
     assert await assert_boards_equal_rebuild(redis) == built
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a group board keeps a departed member's traces: scripts.py REMOVE calls regroup with tick 0, so the "
-    "group keeps the latest tick of someone no longer in it, and a group left with no active member keeps "
-    "a '0:tick' field in its totals hash; a rebuild has neither, so the boards differ from a rebuild"))
 async def test_after_a_member_leaves_a_group_its_per_capita_board_equals_a_rebuild(arena: Arena,
                                                                                    redis: Redis) -> None:
     await fresh_start(redis)
@@ -186,10 +182,6 @@ async def test_a_step_that_crashed_midway_resumes_without_applying_anything_twic
     await assert_boards_equal_rebuild(redis)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: reseat (follow.py) takes a mover's totals from the entries visible in the cursor's `done`, but after "
-    "a step crashed midway the entries of its committed batches are on the boards without being in `done`; "
-    "the move drops them from the old boards, the new boards never get them, and the resumed step skips them"))
 async def test_a_move_between_a_crashed_step_and_its_resumption_loses_nothing(
         arena: Arena, redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     await fresh_start(redis)
@@ -206,12 +198,6 @@ async def test_a_move_between_a_crashed_step_and_its_resumption_loses_nothing(
     assert await hget_mg(redis, f"lb:city:{elsewhere}:all", mover.id) == mg_of(10) + mg_of(20) + mg_of(30)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the follower (follow.py _apply_rows) applies an entry with the resident's seat as PostgreSQL has it "
-    "now, and APPLY stores that seat in lb:seats without moving the resident's totals; when the move's event "
-    "is delivered after that step, reseat takes the resident off the boards of the stored (already new) seat "
-    "only, so the old boards keep the old totals: a mover stays on their old city's board, and an excluded "
-    "resident whose seat packs back equal (whole-second created_at) stays on every board"))
 @pytest.mark.parametrize("move", ["exclusion", "new city"])
 async def test_a_move_whose_event_arrives_after_the_follower_took_a_new_entry_still_moves_the_score(
         arena: Arena, redis: Redis, operator: Resident, move: str) -> None:

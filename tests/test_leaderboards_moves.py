@@ -149,10 +149,6 @@ async def test_per_capita_boards_rank_groups_by_grams_per_active_resident_and_re
     assert [n for n in rows if n in (big["name_zh"], small["name_zh"])] == [small["name_zh"], big["name_zh"]]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: per-capita rows report the group's total, not grams per active resident: READ returns the exact "
-    "value from the group's total hash (scripts.py regroup keeps the total there; only the sorted-set score "
-    "is per capita) and the controller shows it as reduction_mg"))
 async def test_per_capita_rows_show_grams_per_active_resident(arena: Arena, redis: Redis,
                                                               client: httpx.Client) -> None:
     city = f"人均值市{tag()}"
@@ -181,11 +177,6 @@ async def test_the_newcomer_league_holds_residents_in_their_first_30_days(arena:
     assert old.board("global")["me"]["reduction_mg"] == mg_of(100)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (or an unstated rule): the newcomer league keeps every entry made in a resident's first 30 days, so "
-    "a resident who joined 40 days ago stays on the newcomer month/all-time boards with their early entries, "
-    "even after the nightly rebuild that says newcomers past 30 days leave (follow.py _totals_sql, "
-    "store.py entry_parts)"))
 async def test_a_resident_past_their_first_30_days_is_not_in_the_newcomer_league(arena: Arena, redis: Redis) -> None:
     veteran = await arena.player(created_days_ago=40)
     await veteran.credit(100, occurred=datetime.now(UTC) - timedelta(days=29))  # their 11th day

@@ -75,38 +75,52 @@ async def follow(redis: Redis, tz: ZoneInfo, *, batch: int = BATCH) -> int | Non
     if not await lock.acquire():
         return None
     try:
-        state = {_text(k): _text(v) for k, v in (await redis.hgetall(CURSOR)).items()}
-        if "done" not in state:
+        if not await redis.hexists(CURSOR, "done"):
             return None
-        applied = 0
-        async with connection() as conn:
-            target = state.get("target") or ""
-            after = (state.get("after_txid") or "0", int(state.get("after_id") or 0))
-            if not target:
-                target = await conn.fetchval("SELECT pg_current_snapshot()::text")
-                after = ("0", 0)
-                await redis.hset(CURSOR, mapping={"target": target, "after_txid": "0", "after_id": "0"})
-            while True:
-                rows = await conn.fetch(_NEW_ENTRIES, state["done"], target, after[0], after[1], batch)
-                if rows:
-                    after = (rows[-1]["txid"], rows[-1]["id"])
-                    await _apply_rows(redis, rows, tz, {"after_txid": after[0], "after_id": str(after[1])})
-                    applied += len(rows)
-                if len(rows) < batch:
-                    break
-        await redis.hset(CURSOR, mapping={"done": target, "target": "", "after_txid": "0", "after_id": "0"})
-        return applied
+        return await _step(redis, tz, start=True, batch=batch)
     finally:
         await lock.release()
 
 
+async def _step(redis: Redis, tz: ZoneInfo, *, start: bool, batch: int = BATCH) -> int:
+    """Under the lock: finish the step in progress (after a crash), or with `start` take a new target."""
+    state = {_text(k): _text(v) for k, v in (await redis.hgetall(CURSOR)).items()}
+    target = state.get("target") or ""
+    after = (state.get("after_txid") or "0", int(state.get("after_id") or 0))
+    applied = 0
+    async with connection() as conn:
+        if not target:
+            if not start:
+                return 0
+            target = await conn.fetchval("SELECT pg_current_snapshot()::text")
+            after = ("0", 0)
+            await redis.hset(CURSOR, mapping={"target": target, "after_txid": "0", "after_id": "0"})
+        while True:
+            rows = await conn.fetch(_NEW_ENTRIES, state["done"], target, after[0], after[1], batch)
+            if rows:
+                after = (rows[-1]["txid"], rows[-1]["id"])
+                await _apply_rows(redis, rows, tz, {"after_txid": after[0], "after_id": str(after[1])})
+                applied += len(rows)
+            if len(rows) < batch:
+                break
+    await redis.hset(CURSOR, mapping={"done": target, "target": "", "after_txid": "0", "after_id": "0"})
+    return applied
+
+
 async def _apply_rows(redis: Redis, rows: list[asyncpg.Record], tz: ZoneInfo, cursor: dict[str, str]) -> None:
+    """Each entry counts where its resident competes as the boards know it (the seat stored with their last
+    entry or move); a move takes effect when its event reseats them, which moves everything at once. A
+    resident's first entry seats them where PostgreSQL says."""
     apply = scripts(redis)["apply"]
+    holders = sorted({str(r["holder"]) for r in rows})
+    stored = dict(zip(holders, await redis.hmget(SEATS, holders), strict=True))
+    now = datetime.now(UTC)
     async with redis.pipeline(transaction=True) as pipe:
         for row in rows:
             entry = Entry(str(row["holder"]), row["reduction_mg"], row["occurred_at"], row["recorded_at"])
-            seat = seat_from(row)
-            keys, args = apply_commands(entry.holder, seat, entry_parts(entry, seat, tz))
+            raw = stored.get(entry.holder)
+            seat = Seat.unpack(raw) if raw is not None else seat_from(row)
+            keys, args = apply_commands(entry.holder, seat, entry_parts(entry, seat, tz, now))
             await apply(keys=keys, args=args, client=pipe)
         pipe.hset(CURSOR, mapping=cursor)
         await pipe.execute()
@@ -146,19 +160,21 @@ def _bounds(periods: list[Period]) -> list[Any]:
     return out
 
 
-def _parts(row: Any, periods: list[Period]) -> list[Part]:
+def _parts(row: Any, periods: list[Period], now: datetime) -> list[Part]:
     parts = []
+    newcomer = now < row["created_at"] + timedelta(days=NEWCOMER_DAYS)  # the league is for the first 30 days
     for period in periods:
         if row[f"{period.name}_n"]:
             parts.append(Part(period, row[f"{period.name}_mg"], row[f"{period.name}_at"], True, False))
-        if row[f"new_{period.name}_n"]:
+        if newcomer and row[f"new_{period.name}_n"]:
             parts.append(Part(period, row[f"new_{period.name}_mg"], row[f"new_{period.name}_at"], False, True))
     return parts
 
 
 async def rebuild(redis: Redis, tz: ZoneInfo, *, now: datetime | None = None) -> dict[str, int]:
     """Recreate every current board (today, this week, this month, all time, every scope) from the book."""
-    periods = current_periods(tz, now or datetime.now(UTC))
+    now = now or datetime.now(UTC)
+    periods = current_periods(tz, now)
     lock = redis.lock(LOCK, timeout=1800, blocking_timeout=120)
     if not await lock.acquire():
         raise TimeoutError("the leaderboards are locked by another rebuild")
@@ -167,14 +183,15 @@ async def rebuild(redis: Redis, tz: ZoneInfo, *, now: datetime | None = None) ->
             snapshot = await conn.fetchval("SELECT pg_current_snapshot()::text")
             rows = await conn.fetch(_totals_sql(periods), *_bounds(periods), snapshot)
         prefix = f"lbtmp:{uuid.uuid4().hex}:"
-        written = await _write_temp(redis, prefix, rows, periods)
+        written = await _write_temp(redis, prefix, rows, periods, now)
         await _swap(redis, prefix, written, periods, snapshot)
         return {"residents": len(rows), "boards": len([k for k in written if k.startswith("lb:")])}
     finally:
         await lock.release()
 
 
-async def _write_temp(redis: Redis, prefix: str, rows: list[asyncpg.Record], periods: list[Period]) -> set[str]:
+async def _write_temp(redis: Redis, prefix: str, rows: list[asyncpg.Record], periods: list[Period],
+                      now: datetime) -> set[str]:
     """Write every board under `prefix`; returns the live names written. Uses the same APPLY as the
     follower, so a rebuilt board is byte for byte what following the book produces."""
     apply = scripts(redis)["apply"]
@@ -183,7 +200,7 @@ async def _write_temp(redis: Redis, prefix: str, rows: list[asyncpg.Record], per
         async with redis.pipeline(transaction=False) as pipe:
             for row in rows[start:start + 500]:
                 seat = seat_from(row)
-                keys, args = apply_commands(str(row["holder"]), seat, _parts(row, periods))
+                keys, args = apply_commands(str(row["holder"]), seat, _parts(row, periods, now))
                 written.update(keys)
                 await apply(keys=[prefix + k for k in keys], args=args, client=pipe)
             await pipe.execute()
@@ -219,11 +236,15 @@ SELECT h.id, {SEAT_COLUMNS} FROM holder h {SEAT_JOINS} WHERE h.id = $1
 async def reseat(redis: Redis, holder_id: uuid.UUID, tz: ZoneInfo, *, now: datetime | None = None) -> bool:
     """Put a resident on the boards of where they compete now. Their totals come from the entries the cursor
     has applied (visible in `done`), so the follower adds the rest once, on the new boards."""
-    periods = current_periods(tz, now or datetime.now(UTC))
+    now = now or datetime.now(UTC)
+    periods = current_periods(tz, now)
     lock = redis.lock(LOCK, timeout=60, blocking_timeout=30)
     if not await lock.acquire():
         raise TimeoutError("the leaderboards are busy; the event will be retried")
     try:
+        # A step a crash left half done has entries on the boards beyond `done`: finish it, so `done` is
+        # exactly what the boards hold.
+        await _step(redis, tz, start=False)
         done = _text(await redis.hget(CURSOR, "done") or b"")
         old_raw = await redis.hget(SEATS, str(holder_id))
         async with connection() as conn:
@@ -243,7 +264,7 @@ async def reseat(redis: Redis, holder_id: uuid.UUID, tz: ZoneInfo, *, now: datet
                 for period in periods:
                     keys, args = remove_commands(str(holder_id), old, period)
                     await scripts_["remove"](keys=keys, args=args, client=pipe)
-            keys, args = apply_commands(str(holder_id), new, _parts(totals, periods) if totals else [])
+            keys, args = apply_commands(str(holder_id), new, _parts(totals, periods, now) if totals else [])
             await scripts_["apply"](keys=keys, args=args, client=pipe)
             await pipe.execute()
         return True

@@ -68,22 +68,35 @@ return 1
 """
 
 # Taking one resident off boards (a reseat, before their totals are added to their new boards): KEYS = (zset,
-# hash) pairs, then (zset, hash, active set) triples; ARGV = holder, #pairs, #triples, the triples' groups.
-# Their amount leaves each group's total and they leave its active residents.
+# hash) pairs, the global board's first, then (zset, hash, active set) triples; ARGV = holder, #pairs,
+# #triples, the triples' groups. They leave each group's active residents, and the group is recomputed.
 REMOVE = _COMMON + """
 local holder, np, nt = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local mg, seen = 0, false
 for i = 0, np - 1 do
-  local v = redis.call('HGET', KEYS[2 * i + 2], holder)
-  if v and not seen then mg = parse(v); seen = true end
   redis.call('HDEL', KEYS[2 * i + 2], holder)
   redis.call('ZREM', KEYS[2 * i + 1], holder)
 end
 local base = 2 * np
 for j = 0, nt - 1 do
   local z, h, s = KEYS[base + 3 * j + 1], KEYS[base + 3 * j + 2], KEYS[base + 3 * j + 3]
+  local group = ARGV[4 + j]
   if redis.call('SREM', s, holder) == 1 then
-    regroup(z, h, s, ARGV[4 + j], -mg, 0, holder, false)
+    -- The group's sum and latest time, recomputed from the members left (their totals for this period are in
+    -- the global board's hash, KEYS[2]); a group nobody is left in leaves the board.
+    local members = redis.call('SMEMBERS', s)
+    if #members == 0 then
+      redis.call('HDEL', h, group)
+      redis.call('ZREM', z, group)
+    else
+      local sum, latest = 0, 0
+      for _, m in ipairs(members) do
+        local m_mg, m_t = parse(redis.call('HGET', KEYS[2], m))
+        sum = sum + m_mg
+        if m_t > latest then latest = m_t end
+      end
+      redis.call('HSET', h, group, string.format('%d:%d', sum, latest))
+      redis.call('ZADD', z, score(math.floor(sum / #members), latest), group)
+    end
   end
 end
 return 1

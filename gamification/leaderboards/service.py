@@ -107,6 +107,10 @@ async def friends_board(redis: Redis, tz: ZoneInfo, holder_id: uuid.UUID, period
                WHERE holder_a = $1 OR holder_b = $1""",
             holder_id,
         )
+        me_row = await conn.fetchrow(
+            f"SELECT h.id, x.reason, {SEAT_COLUMNS} FROM holder h {SEAT_JOINS} WHERE h.id = $1",  # noqa: S608
+            holder_id,
+        )
     p = period_of(period, now or datetime.now(UTC), tz)
     members = [str(holder_id), *[str(r["friend"]) for r in friends]]
     values = await redis.hmget(board_key("global", "-", p) + ":v", members)
@@ -119,7 +123,8 @@ async def friends_board(redis: Redis, tz: ZoneInfo, holder_id: uuid.UUID, period
     scored.sort(key=lambda s: (-s[0], s[1]))
     top = [Standing(m, mg, tick, i) for i, (_, m, mg, tick) in enumerate(scored, start=1)]
     me = next((s for s in top if s.member == str(holder_id)), None)
-    return Board("friends", "-", period, p.key, BoardRead(top, len(top), me, []), await _names(members))
+    return Board("friends", "-", period, p.key, BoardRead(top, len(top), me, []), await _names(members),
+                 excluded_reason=me_row["reason"], visible=seat_from(me_row).visible)
 
 
 async def group_board(redis: Redis, tz: ZoneInfo, scope: str, board_id: str, period: str, *, limit: int,
@@ -130,7 +135,7 @@ async def group_board(redis: Redis, tz: ZoneInfo, scope: str, board_id: str, per
     _check("global", period)
     p = period_of(period, now or datetime.now(UTC), tz)
     key = group_keys(scope, board_id, "-", p)[0]
-    read = await read_board(redis, key, holder=None, limit=limit)
+    read = await read_board(redis, key, holder=None, limit=limit, per_capita=True)
     names = await _team_names([s.member for s in read.top]) if scope == "team" else {
         s.member: {"nickname": s.member.split("|")[-1], "avatar_url": None} for s in read.top
     }

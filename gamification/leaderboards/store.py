@@ -62,8 +62,10 @@ def boards_of(seat: Seat, period: Period, *, regular: bool = True,
     return keys, groups
 
 
-def entry_parts(entry: Entry, seat: Seat, tz: ZoneInfo) -> list[Part]:
-    newcomer = entry.occurred_at < seat.newcomer_until
+def entry_parts(entry: Entry, seat: Seat, tz: ZoneInfo, now: datetime) -> list[Part]:
+    """An entry counts on the newcomer league if it happened in its resident's first 30 days and they are
+    still in them (the league is for newcomers; the nightly rebuild lets the others go)."""
+    newcomer = entry.occurred_at < seat.newcomer_until and now < seat.newcomer_until
     return [Part(period_of(name, entry.occurred_at, tz), entry.reduction_mg, entry.recorded_at, True, newcomer)
             for name in PERIODS]
 
@@ -137,7 +139,10 @@ def scripts(redis: Redis) -> dict[str, Any]:
     return bound
 
 
-async def read_board(redis: Redis, key: str, *, holder: str | None, limit: int, around: int = 2) -> BoardRead:
+async def read_board(redis: Redis, key: str, *, holder: str | None, limit: int, around: int = 2,
+                     per_capita: bool = False) -> BoardRead:
+    """`per_capita`: a group board, whose rows show the grams per active resident they are ranked by, not the
+    group's total."""
     top, count, me, rank, near = await scripts(redis)["read"](keys=[key, key + ":v"],
                                                               args=[holder or "", limit, around])
     me_standing = None
@@ -146,4 +151,6 @@ async def read_board(redis: Redis, key: str, *, holder: str | None, limit: int, 
         mg, tick = _exact(me)
         me_standing = Standing(holder or "", mg, tick, int(rank))
         neighbours = _standings(near, max(1, int(rank) - around))
+    if per_capita:
+        top = [(m, score, False) for m, score, _ in top]
     return BoardRead(_standings(top, 1), int(count), me_standing, neighbours)
