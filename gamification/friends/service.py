@@ -18,6 +18,7 @@ What holds, and why:
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from typing import Any
@@ -225,37 +226,60 @@ def _address(email: str | None, phone: str | None) -> tuple[str, str]:
     return ("email", normalize_email(raw)) if email is not None else ("phone", normalize_phone(raw))
 
 
+def _address_hash(kind: str, value: str) -> bytes:
+    return hashlib.sha256(f"{kind}:{value}".encode()).digest()
+
+
 async def request_friend(holder_id: uuid.UUID, *, email: str | None = None, phone: str | None = None) -> None:
     """Ask whoever has this address. Answers nothing on purpose (see the module note); only an address
-    that cannot be one (`invalid-email`, `invalid-phone`) is refused. If they had asked me already, we are
-    friends now and they are told their request was accepted."""
+    that cannot be one (`invalid-email`, `invalid-phone`) is refused. Every request is stored with the address
+    masked, also when nobody can receive it (no such resident, or one who blocked me): my list of sent
+    requests looks the same either way. If they had asked me already, we are friends now and they are
+    told their request was accepted."""
     kind, value = _address(email, phone)
+    masked = mask_address(value if kind == "email" else None, value if kind == "phone" else None)
+    digest = _address_hash(kind, value)
     async with connection() as conn:
         target = await conn.fetchval(
             f"SELECT id FROM holder WHERE {kind} = $1 AND status = 'active'", value)  # noqa: S608 - email|phone
-    if target is None or target == holder_id:
-        return
     async with engine().transaction() as tx:
         conn = tx.connection
-        await _lock_pair(conn, holder_id, target)
-        if await _blockers(conn, holder_id, target) or await are_friends(conn, holder_id, target):
-            return
-        theirs = await conn.fetchval(
-            "SELECT id FROM friend_request WHERE from_holder = $1 AND to_holder = $2 AND status = 'pending'",
-            target, holder_id)
-        if theirs is not None:
-            if not await _at_limit(conn, holder_id, target):
-                await _accept(conn, theirs, requester=target, accepter=holder_id)
-            return
-        if await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM friend_request WHERE from_holder = $1 AND to_holder = $2 "
-                "AND status = ANY($3::text[]))", holder_id, target, list(_OPEN)):
-            return
-        request_id = await conn.fetchval(
-            """INSERT INTO friend_request (from_holder, to_holder, status, created_at)
-               VALUES ($1, $2, 'pending', now()) RETURNING id""", holder_id, target)
-        await record_events([("friend.requested", {"request_id": request_id, "from_holder_id": str(holder_id)},
-                              target)])
+        deliver = target is not None
+        if target is not None:
+            if target == holder_id:
+                return  # my own address: nothing to hide from me
+            await _lock_pair(conn, holder_id, target)
+            blockers = await _blockers(conn, holder_id, target)
+            if holder_id in blockers or await are_friends(conn, holder_id, target):
+                return  # I blocked them, or we are friends: I know they are here
+            deliver = not blockers  # they blocked me: stored like an unknown address, never delivered
+        if deliver:
+            theirs = await conn.fetchval(
+                "SELECT id FROM friend_request WHERE from_holder = $1 AND to_holder = $2 AND status = 'pending'",
+                target, holder_id)
+            if theirs is not None:
+                if not await _at_limit(conn, holder_id, target):
+                    await _accept(conn, theirs, requester=target, accepter=holder_id)
+                return
+            if await conn.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM friend_request WHERE from_holder = $1 AND to_holder = $2 "
+                    "AND status = ANY($3::text[]))", holder_id, target, list(_OPEN)):
+                return
+        request_id = None
+        if deliver:  # one I sent while they had blocked me, and still waiting: it reaches them now
+            request_id = await conn.fetchval(
+                """UPDATE friend_request SET to_holder = $2, created_at = now() WHERE from_holder = $1
+                   AND to_address_hash = $3 AND status = 'pending' AND to_holder IS NULL RETURNING id""",
+                holder_id, target, digest)
+        request_id = request_id or await conn.fetchval(
+            """INSERT INTO friend_request (from_holder, to_holder, to_address_masked, to_address_hash, status,
+                                           created_at)
+               VALUES ($1, $2, $3, $4, 'pending', now())
+               ON CONFLICT (from_holder, to_address_hash) WHERE status = 'pending' DO NOTHING RETURNING id""",
+            holder_id, target if deliver else None, masked, digest)
+        if request_id is not None and deliver:
+            await record_events([("friend.requested", {"request_id": request_id,
+                                                       "from_holder_id": str(holder_id)}, target)])
 
 
 async def _accept(conn: asyncpg.Connection, request_id: int, *, requester: uuid.UUID, accepter: uuid.UUID) -> None:
@@ -312,8 +336,7 @@ async def cancel_request(holder_id: uuid.UUID, request_id: int) -> None:
 
 
 def mask_address(email: str | None, phone: str | None) -> str:
-    """What the sender typed, masked: `l***@example.com`, `138****8000`, `+491****5678`. A resident has
-    exactly one login identity, so the recipient's is the address the sender typed."""
+    """What the sender typed, masked: `l***@example.com`, `138****8000`, `+491****5678`."""
     if email:
         local, domain = email.split("@", 1)
         return f"{local[:1]}***@{domain}"
@@ -333,14 +356,12 @@ async def requests_of(holder_id: uuid.UUID) -> dict[str, list[dict[str, Any]]]:
                 WHERE r.to_holder = $1 AND r.status = 'pending' ORDER BY r.id DESC LIMIT $2""",  # noqa: S608
             holder_id, LIST_MAX)
         outgoing = await conn.fetch(
-            """SELECT r.id, r.created_at AS sent_at, h.email, h.phone FROM friend_request r
-               JOIN holder h ON h.id = r.to_holder AND h.status = 'active'
+            """SELECT r.id, r.created_at AS sent_at, r.to_address_masked FROM friend_request r
                WHERE r.from_holder = $1 AND r.status = ANY($2::text[]) ORDER BY r.id DESC LIMIT $3""",
             holder_id, list(_OPEN), LIST_MAX)
     return {
         "incoming": [dict(r) for r in incoming],
-        "outgoing": [{"id": r["id"], "sent_at": r["sent_at"], "to": mask_address(r["email"], r["phone"])}
-                     for r in outgoing],
+        "outgoing": [{"id": r["id"], "sent_at": r["sent_at"], "to": r["to_address_masked"]} for r in outgoing],
     }
 
 

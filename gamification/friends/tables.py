@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from piccolo.columns import BigSerial, ForeignKey, Timestamptz, Varchar
+from piccolo.columns import BigSerial, Bytea, ForeignKey, Timestamptz, Varchar
 from piccolo.columns.base import OnDelete
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.table import Table
@@ -17,12 +17,15 @@ class Friendship(Table, tablename="friendship"):
 
 
 class FriendRequest(Table, tablename="friend_request"):
-    """A request sent by phone or e-mail; the sender never learns whether the address belongs to anyone
-    until the other side accepts. One pending request per pair."""
+    """A request sent by phone or e-mail. Every request is stored, also to an address nobody uses (then
+    `to_holder` is empty), so what the sender sees never tells whether the address belongs to anyone until
+    the other side accepts. One pending request per sender and address."""
 
     id = BigSerial(primary_key=True)
     from_holder = ForeignKey(references=Holder, on_delete=OnDelete.cascade)
-    to_holder = ForeignKey(references=Holder, on_delete=OnDelete.cascade)
+    to_holder = ForeignKey(references=Holder, on_delete=OnDelete.cascade, null=True, default=None)
+    to_address_masked = Varchar(length=120, default="***")
+    to_address_hash = Bytea(null=True, default=None)
     status = Varchar(length=16, default="pending")  # pending | accepted | declined | cancelled
     created_at = Timestamptz(default=TimestamptzNow())
     resolved_at = Timestamptz(null=True, default=None)
