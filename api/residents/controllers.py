@@ -37,6 +37,10 @@ from api.residents.schemas import (
 )
 from api.security import BEARER, client_ip, login_subject
 from api.strict import strict_json
+from gamification.challenges.service import my_challenges
+from gamification.friends.service import blocks_of, friends_of, requests_of
+from gamification.progress.service import badges_of
+from gamification.teams.service import my_team
 from notifications.inbox.service import list_messages, mark_read
 from wallet.accounts.service import list_consents, list_sub_accounts
 from wallet.db import engine
@@ -264,6 +268,12 @@ class MeController(Controller):
             "redemptions": msgspec.to_builtins(await all_redemptions(holder_id)),
             "donations": msgspec.to_builtins(await donations_of(holder_id)),
             "donation_certificates": msgspec.to_builtins(await certificates_of(holder_id)),
+            "friends": msgspec.to_builtins(await friends_of(holder_id)),
+            "friend_requests": msgspec.to_builtins(await requests_of(holder_id)),
+            "blocks": msgspec.to_builtins(await blocks_of(holder_id)),
+            "team": msgspec.to_builtins(await my_team(holder_id)),
+            "challenges": msgspec.to_builtins(await my_challenges(holder_id)),
+            "badges": msgspec.to_builtins(await badges_of(holder_id)),
         }
         return Response(
             document, headers={"Content-Disposition": f'attachment; filename="carbon-wallet-{holder_id}.json"'}

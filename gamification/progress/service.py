@@ -19,7 +19,7 @@ from wallet.db import connection, engine
 from wallet.methodology.catalogue import behaviours
 from wallet.outbox.service import Event, EventHandler, record_events
 
-__all__ = ["HANDLERS", "Facts", "evaluate", "follow_book", "progress"]
+__all__ = ["HANDLERS", "Facts", "badges_of", "evaluate", "follow_book", "progress"]
 
 
 @dataclass(slots=True)
@@ -121,6 +121,12 @@ async def progress(holder_id: uuid.UUID, *, now: datetime | None = None) -> dict
         "badges": [{"badge": b, "value": min(facts.value(b), b.target), "earned_at": earned.get(b.code)}
                    for b in rules().badges],
     }
+
+
+async def badges_of(holder_id: uuid.UUID) -> list[dict[str, Any]]:
+    async with connection() as conn:
+        return [dict(r) for r in await conn.fetch(
+            "SELECT badge, awarded_at FROM badge_award WHERE holder = $1 ORDER BY awarded_at", holder_id)]
 
 
 _CHANGED = """
