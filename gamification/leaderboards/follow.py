@@ -41,7 +41,7 @@ __all__ = ["CURSOR", "LOCK", "follow", "rebuild", "reseat", "seat_from"]
 
 CURSOR = "lb:cursor"
 LOCK = "lb:lock"
-BATCH = 2000
+BATCH = 1000  # one MULTI per batch: small enough not to hold Valkey long, large enough to sum
 
 SEAT_COLUMNS = """h.city, h.district, h.community, (h.show_on_public_leaderboards AND h.status = 'active') AS public,
     h.created_at, m.team, m.department, x.holder IS NOT NULL AS excluded"""
@@ -110,17 +110,30 @@ async def _step(redis: Redis, tz: ZoneInfo, *, start: bool, batch: int = BATCH) 
 async def _apply_rows(redis: Redis, rows: list[asyncpg.Record], tz: ZoneInfo, cursor: dict[str, str]) -> None:
     """Each entry counts where its resident competes as the boards know it (the seat stored with their last
     entry or move); a move takes effect when its event reseats them, which moves everything at once. A
-    resident's first entry seats them where PostgreSQL says."""
+    resident's first entry seats them where PostgreSQL says. A batch's entries are summed per resident and
+    period first (sums and latest times commute), so a busy resident costs one script per batch, not one per
+    entry."""
     apply = scripts(redis)["apply"]
     holders = sorted({str(r["holder"]) for r in rows})
     stored = dict(zip(holders, await redis.hmget(SEATS, holders), strict=True))
     now = datetime.now(UTC)
+    seats: dict[str, Seat] = {}
+    sums: dict[str, dict[tuple[str, bool], list[Any]]] = {}
+    for row in rows:
+        entry = Entry(str(row["holder"]), row["reduction_mg"], row["occurred_at"], row["recorded_at"])
+        raw = stored.get(entry.holder)
+        seat = seats.setdefault(entry.holder, Seat.unpack(raw) if raw is not None else seat_from(row))
+        mine = sums.setdefault(entry.holder, {})
+        for part in entry_parts(entry, seat, tz, now):
+            for newcomer in (False, True) if part.newcomer else (False,):
+                slot = mine.setdefault((part.period.key, newcomer), [part.period, 0, part.recorded_at])
+                slot[1] += part.mg
+                slot[2] = max(slot[2], part.recorded_at)
     async with redis.pipeline(transaction=True) as pipe:
-        for row in rows:
-            entry = Entry(str(row["holder"]), row["reduction_mg"], row["occurred_at"], row["recorded_at"])
-            raw = stored.get(entry.holder)
-            seat = Seat.unpack(raw) if raw is not None else seat_from(row)
-            keys, args = apply_commands(entry.holder, seat, entry_parts(entry, seat, tz, now))
+        for holder, parts in sums.items():
+            combined = [Part(period, mg, at, not newcomer, newcomer)
+                        for (_, newcomer), (period, mg, at) in parts.items()]
+            keys, args = apply_commands(holder, seats[holder], combined)
             await apply(keys=keys, args=args, client=pipe)
         pipe.hset(CURSOR, mapping=cursor)
         await pipe.execute()

@@ -110,8 +110,12 @@ local z, h = KEYS[1], KEYS[2]
 local holder, limit, around = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local function rows(flat)
   local out = {}
+  if #flat == 0 then return out end
+  local members = {}
+  for i = 1, #flat, 2 do members[#members + 1] = flat[i] end
+  local exact = redis.call('HMGET', h, unpack(members))
   for i = 1, #flat, 2 do
-    out[#out + 1] = {flat[i], flat[i + 1], redis.call('HGET', h, flat[i]) or false}
+    out[#out + 1] = {flat[i], flat[i + 1], exact[(i + 1) / 2] or false}
   end
   return out
 end

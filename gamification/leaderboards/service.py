@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,14 +41,28 @@ class Board:
     visible: bool = True
 
 
+_NAMES: dict[str, tuple[float, dict[str, Any]]] = {}
+NAMES_TTL_S = 10.0
+
+
 async def _names(ids: list[str]) -> dict[str, dict[str, Any]]:
-    """Nicknames and avatars only (never a phone, an e-mail or a login)."""
-    if not ids:
-        return {}
-    async with connection() as conn:
-        rows = await conn.fetch("SELECT id, nickname, avatar_url FROM holder WHERE id = ANY($1::uuid[])",
-                                [uuid.UUID(i) for i in ids])
-    return {str(r["id"]): {"nickname": r["nickname"], "avatar_url": r["avatar_url"]} for r in rows}
+    """Nicknames and avatars only (never a phone, an e-mail or a login), kept per process for a few seconds:
+    a popular board shows the same hundred names to every reader, and a renamed resident shows their new
+    name within `NAMES_TTL_S`."""
+    now = time.monotonic()
+    out = {i: hit[1] for i in ids if (hit := _NAMES.get(i)) and hit[0] > now}
+    missing = [i for i in ids if i not in out]
+    if missing:
+        async with connection() as conn:
+            rows = await conn.fetch("SELECT id, nickname, avatar_url FROM holder WHERE id = ANY($1::uuid[])",
+                                    [uuid.UUID(i) for i in missing])
+        if len(_NAMES) > 100_000:
+            _NAMES.clear()
+        for r in rows:
+            name = {"nickname": r["nickname"], "avatar_url": r["avatar_url"]}
+            _NAMES[str(r["id"])] = (now + NAMES_TTL_S, name)
+            out[str(r["id"])] = name
+    return out
 
 
 async def _team_names(ids: list[str]) -> dict[str, dict[str, Any]]:
