@@ -40,7 +40,7 @@ def _redis() -> Redis:
     return _REDIS[loop]
 
 
-BOARD_ZONE = ZoneInfo(os.environ.get("CW_LEADERBOARD_TIME_ZONE") or "Asia/Shanghai")
+BOARD_ZONE = ZoneInfo((os.environ.get("CW_LEADERBOARD_TIME_ZONE") or "").strip() or "Asia/Shanghai")
 LEADERBOARD_HANDLERS = leaderboard_handlers(_redis, BOARD_ZONE)
 
 EVENT_HANDLERS = _merge(

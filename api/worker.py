@@ -120,8 +120,8 @@ class WorkerSettings:
         cron(follow_book, second=set(range(60)), unique=True, run_at_startup=True, timeout=300, keep_result=0),
         cron(award_badges, second=set(range(0, 60, 5)), unique=True, timeout=120, keep_result=0),
         cron(finish_challenges, second={11}, unique=True, timeout=120, keep_result=0),
-        cron(rebuild_leaderboards, hour={19}, minute={30}, second={0}, unique=True, timeout=1800,
-             keep_result=0),  # 03:30 in China (UTC+8): the quietest hour
+        cron(rebuild_leaderboards, hour={3}, minute={30}, second={0}, unique=True, timeout=1800,
+             keep_result=0),  # 03:30 in the boards' time zone (below): the quietest hour
     ]
     on_startup = startup
     on_shutdown = shutdown
@@ -132,3 +132,4 @@ class WorkerSettings:
     job_timeout = 30
     keep_result = 3600
     health_check_interval = 30
+    timezone = BOARD_ZONE  # cron hours are the boards' local hours, whatever the host's zone

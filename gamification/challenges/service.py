@@ -164,10 +164,12 @@ async def join(holder_id: uuid.UUID, challenge_id: int, *, now: datetime | None 
 
 
 async def leave(holder_id: uuid.UUID, challenge_id: int) -> bool:
+    """Only while the challenge runs: once its window closed, what participants did stays in its result."""
     async with connection() as conn:
         return bool(await conn.fetchval(
             """DELETE FROM challenge_participant p USING challenge c
-               WHERE p.challenge = $1 AND p.holder = $2 AND c.id = p.challenge AND c.result IS NULL RETURNING 1""",
+               WHERE p.challenge = $1 AND p.holder = $2 AND c.id = p.challenge AND c.result IS NULL
+                 AND c.ends_at > now() RETURNING 1""",
             challenge_id, holder_id,
         ))
 

@@ -5,7 +5,7 @@ whose entries are all applied (`done`); a step takes a new snapshot (`target`) a
 transactions visible in it but not in `done` (each entry records its transaction id), in batches; each batch
 and the cursor's progress commit together in one MULTI, so a crash repeats nothing and loses nothing. A step
 runs every second in the worker (`follow_book`), so boards trail the book by about a second, and a busy
-ingestion costs one Redis round trip per batch of entries, not a job per entry.
+ingestion costs two Redis round trips per batch of entries (the seats, then one MULTI), not a job per entry.
 
 `rebuild` recomputes every current board from one REPEATABLE READ snapshot of the book and swaps them in
 with the cursor set to that snapshot: exact by construction, and the nightly job and the Redis-wiped

@@ -135,7 +135,7 @@ async def friends_board(redis: Redis, tz: ZoneInfo, holder_id: uuid.UUID, period
             continue
         mg, tick = (int(x) for x in (raw.decode() if isinstance(raw, bytes) else raw).split(":"))
         scored.append((encode(mg, tick), member, mg, tick))
-    scored.sort(key=lambda s: (-s[0], s[1]))
+    scored.sort(key=lambda s: (s[0], s[1]), reverse=True)  # equal scores: the larger id first, as Redis does
     top = [Standing(m, mg, tick, i) for i, (_, m, mg, tick) in enumerate(scored, start=1)]
     me = next((s for s in top if s.member == str(holder_id)), None)
     return Board("friends", "-", period, p.key, BoardRead(top, len(top), me, []), await _names(members),
