@@ -7,6 +7,7 @@ import base64
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
+from api.challenges.demo import seed_challenges
 from api.mall.demo import seed_mall
 from api.teams.demo import seed_friends_and_team
 from wallet.accounts.service import active_sub_account, ensure_self_sub_account, link_partner
@@ -124,6 +125,7 @@ async def seed_demo(passwords: Passwords, box: SecretBox) -> int:
     residents = [await holder_id_for_login(d.login) for d in DEMO_HOLDERS if d.login != DEMO_OPERATOR]
     await seed_mall(residents, await holder_id_for_login(DEMO_OPERATOR))
     await seed_friends_and_team([await holder_id_for_login(d.login) for d in DEMO_HOLDERS])
+    await seed_challenges(residents)
     return created
 
 
