@@ -27,7 +27,7 @@ SCOPES = ("global", "city", "community", "team")
 GOALS = ("grams", "energy", "actions")
 _CODE = re.compile(r"^[a-z0-9][a-z0-9-]{1,63}$")
 _AMOUNT = {"grams": "e.reduction_mg / 1000.0", "energy": "e.energy",
-           "actions": "CASE WHEN e.kind = 'credit' THEN 1 ELSE -1 END"}
+           "actions": "CASE e.kind WHEN 'credit' THEN 1 WHEN 'reversal' THEN -1 ELSE 0 END"}
 
 
 def _bad(field: str, detail: str) -> DomainError:
@@ -40,7 +40,7 @@ async def create_challenge(fields: dict[str, Any]) -> dict[str, Any]:
         raise _bad("code", "code must be 2-64 lowercase letters, digits or dashes.")
     if fields.get("scope") not in SCOPES:
         raise _bad("scope", f"scope must be one of {', '.join(SCOPES)}.")
-    if fields["scope"] != "global" and not fields.get("scope_id"):
+    if fields["scope"] != "global" and fields.get("scope_id") in (None, "", "-"):
         raise _bad("scope_id", "Name the city (北京市), community (北京市|海淀区|中关村社区) or team id.")
     if fields.get("goal_kind") not in GOALS:
         raise _bad("goal_kind", f"goal_kind must be one of {', '.join(GOALS)}.")
@@ -76,6 +76,7 @@ SELECT p.holder, coalesce(sum(
 FROM challenge c JOIN challenge_participant p ON p.challenge = c.id
 LEFT JOIN book_entry e ON e.holder = p.holder AND e.occurred_at >= c.starts_at AND e.occurred_at < c.ends_at
      AND (jsonb_array_length(c.behaviours) = 0 OR c.behaviours ? e.behaviour)
+     AND (c.finished_at IS NULL OR e.recorded_at <= c.finished_at)  -- a recorded result does not move
 WHERE c.id = {challenge_id_param} GROUP BY p.holder"""  # noqa: S608 - constant fragments
 
 

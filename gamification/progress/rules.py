@@ -54,11 +54,19 @@ def rules(path: Path = RULES_PATH) -> Rules:
     if not levels or levels[0].grams != 0 or any(a.grams >= b.grams for a, b in pairwise(levels)):
         raise ValueError(f"{path}: levels must start at 0 grams and rise strictly")
     badges = []
+    seen: set[str] = set()
     for item in raw["badge"]:
         where = f"{path}: badge {item.get('code')!r}"
+        missing = [k for k in ("code", "kind", "target", "name_zh", "name_en", "description_zh", "description_en")
+                   if k not in item]
+        if missing:
+            raise ValueError(f"{where}: missing {', '.join(missing)}")
+        if item["code"] in seen:
+            raise ValueError(f"{where}: this code is used twice")
+        seen.add(item["code"])
         if item.get("kind") not in KINDS:
             raise ValueError(f"{where}: kind must be one of {', '.join(KINDS)}")
-        if not isinstance(item.get("target"), int) or item["target"] < 1:
+        if isinstance(item["target"], bool) or not isinstance(item["target"], int) or item["target"] < 1:
             raise ValueError(f"{where}: target must be a whole number of at least 1")
         unknown = [b for b in item.get("behaviours", []) if b not in behaviours()]
         if unknown:
@@ -67,10 +75,13 @@ def rules(path: Path = RULES_PATH) -> Rules:
             raise ValueError(f"{where}: there are only {len(CATEGORIES)} categories")
         badges.append(Badge(item["code"], item["kind"], item["target"], item["name_zh"], item["name_en"],
                             item["description_zh"], item["description_en"], tuple(item.get("behaviours", []))))
-    if len({b.code for b in badges}) != len(badges):
-        raise ValueError(f"{path}: badge codes must be unique")
     streak = raw["streak"]
-    return Rules(levels, tuple(badges), int(streak["freeze_every_days"]), int(streak["freezes_max"]))
+    every, most = streak.get("freeze_every_days"), streak.get("freezes_max")
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+        raise ValueError(f"{path}: [streak] freeze_every_days must be a whole number of at least 1")
+    if not isinstance(most, int) or isinstance(most, bool) or most < 0:
+        raise ValueError(f"{path}: [streak] freezes_max must be a whole number of at least 0")
+    return Rules(levels, tuple(badges), every, most)
 
 
 def level_of(grams: int) -> tuple[Level, Level | None]:
