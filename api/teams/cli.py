@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
+from api.clirun import run_with_pool
 from wallet.errors import DomainError
 
 __all__ = ["COMMANDS", "add_commands", "run_command"]
@@ -67,17 +67,4 @@ async def _team(args: argparse.Namespace) -> int:
 
 
 def run_command(args: argparse.Namespace, database_url: str) -> int:
-    from wallet.db import close_pool, start_pool
-
-    async def main() -> int:
-        await start_pool(database_url, size_min=1, size_max=2)
-        try:
-            return await _team(args)
-        finally:
-            await close_pool()
-
-    try:
-        return asyncio.run(main())
-    except DomainError as exc:
-        print(f"carbon-wallet: {exc.detail}")
-        return 1
+    return run_with_pool(database_url, lambda: _team(args))
