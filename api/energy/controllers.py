@@ -25,6 +25,7 @@ from gamification.friends.service import are_friends
 from wallet.book.reads import decode_cursor, encode_cursor
 from wallet.db import connection
 from wallet.energy.balls import balls_of, collect, help_collect
+from wallet.energy.preferences import friends_may_collect, set_friends_may_collect
 from wallet.energy.statement import iter_transfers, summary, transfers_page
 from wallet.errors import DomainError
 
@@ -231,10 +232,7 @@ class EnergyController(Controller):
          responses=problem_responses(401, 503))
     async def settings(self, request: Req) -> EnergySettings:
         async with connection() as conn:
-            allowed = await conn.fetchval(
-                "SELECT coalesce((SELECT friends_may_collect FROM energy_preference WHERE holder = $1), true)",
-                request.user.holder_id,
-            )
+            allowed = await friends_may_collect(conn, request.user.holder_id)
         return EnergySettings(friends_may_collect=allowed)
 
     @patch("/settings", operation_id="updateMyEnergySettings", summary="Change my energy settings",
@@ -242,12 +240,7 @@ class EnergyController(Controller):
     async def change_settings(self, request: Req, data: JSONBody[EnergySettingsChange]) -> EnergySettings:
         """`friends_may_collect`: whether friends may collect my ripe balls for me (the energy stays mine)."""
         data = await strict_json(request, EnergySettingsChange)
-        async with connection() as conn:
-            await conn.execute(
-                """INSERT INTO energy_preference (holder, friends_may_collect, updated_at) VALUES ($1, $2, now())
-                   ON CONFLICT (holder) DO UPDATE SET friends_may_collect = $2, updated_at = now()""",
-                request.user.holder_id, data.friends_may_collect,
-            )
+        await set_friends_may_collect(request.user.holder_id, data.friends_may_collect)
         return EnergySettings(friends_may_collect=data.friends_may_collect)
 
 
@@ -263,9 +256,7 @@ class FriendEnergyController(Controller):
         async with connection() as conn:
             if not await are_friends(conn, request.user.holder_id, friend_id):
                 raise DomainError("forbidden", "not-friends", "Only friends can see a resident's energy balls.")
-            if not await conn.fetchval(
-                    "SELECT coalesce((SELECT friends_may_collect FROM energy_preference WHERE holder = $1), true)",
-                    friend_id):
+            if not await friends_may_collect(conn, friend_id):
                 raise DomainError("forbidden", "help-not-allowed", "This resident collects their energy themselves.")
         rows = await balls_of(friend_id, ripe_only=True, limit=page_limit(limit))
         return _balls_page(rows, friend_id, limit)

@@ -4,13 +4,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from api.clirun import run_with_pool
-from wallet.errors import DomainError
+from api.clirun import print_json, read_json_object, run_with_pool
 
 __all__ = ["COMMANDS", "add_commands", "run_command"]
 
@@ -54,26 +52,13 @@ def add_commands(sub: Any) -> None:
     award.add_argument("--key", default=None, help="an idempotency key: running the command again awards once")
 
 
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DomainError("invalid", "unreadable-file", f"{path}: {exc}") from exc
-    if not isinstance(value, dict):
-        raise DomainError("invalid", "unreadable-file", f"{path} must hold one JSON object.")
-    return value
-
-
-def _print(value: Any) -> None:
-    print(json.dumps(value, default=str, ensure_ascii=False, indent=2))
-
-
 async def _reward(args: argparse.Namespace) -> int:
     from wallet.mall import catalogue
 
     command = args.reward_command
     if command == "create":
-        _print(await catalogue.create_reward(_read(args.file), local=os.environ.get("CW_ENV") != "production"))
+        local = os.environ.get("CW_ENV") != "production"
+        print_json(await catalogue.create_reward(read_json_object(args.file), local=local))
     elif command == "list":
         for r in await catalogue.list_rewards(offered_only=False):
             stock = "unlimited" if r["stock"] is None else r["stock"]
@@ -97,7 +82,7 @@ async def _project(args: argparse.Namespace) -> int:
     from wallet.donations import service
 
     if args.project_command == "create":
-        _print(await service.create_project(_read(args.file)))
+        print_json(await service.create_project(read_json_object(args.file)))
     else:
         for p in await service.list_projects(include_closed=True):
             print(f"{p['id']:>5} {p['code']:<28} {p['status']:<10} {p['raised']:>12} / {p['goal']:<12} energy  "

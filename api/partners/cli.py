@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 from pathlib import Path
 from typing import Any
 
+from api.clirun import print_json
 from wallet.errors import DomainError
 from wallet.sealing import SecretBox
 
@@ -52,10 +52,6 @@ def _box() -> SecretBox:
     return SecretBox(resolve_data_key(dict(os.environ), os.environ.get("CW_ENV") == "production", data_dir))
 
 
-def _print(value: Any) -> None:
-    print(json.dumps(value, default=str, ensure_ascii=False, indent=2))
-
-
 async def _partner_by_client_id(client_id: str) -> dict[str, Any]:
     from wallet.partners.service import get_partner_by_client_id
 
@@ -86,7 +82,7 @@ async def _run(args: argparse.Namespace) -> None:
             ),
             _box(),
         )
-        _print({"partner": new.partner, "client_secret": new.client_secret, "webhook_secret": new.webhook_secret,
+        print_json({"partner": new.partner, "client_secret": new.client_secret, "webhook_secret": new.webhook_secret,
                 "note": "The secrets are shown this once; store them now."})
     elif command == "list":
         for p in await service.list_partners():
@@ -102,7 +98,7 @@ async def _run(args: argparse.Namespace) -> None:
             os.environ.get("CW_SECRET_ROTATION_OVERLAP_S", 7 * 86400)
         )
         secret = await service.rotate_secret(partner["id"], args.purpose, overlap_s=overlap, box=_box())
-        _print({"purpose": args.purpose, "secret": secret, "previous_valid_for_s": overlap})
+        print_json({"purpose": args.purpose, "secret": secret, "previous_valid_for_s": overlap})
 
 
 def run_command(args: argparse.Namespace, database_url: str) -> int:

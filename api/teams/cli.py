@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from api.clirun import run_with_pool
-from wallet.errors import DomainError
+from api.clirun import read_json_object, run_with_pool
 
 __all__ = ["COMMANDS", "add_commands", "run_command"]
 
@@ -30,16 +28,6 @@ def add_commands(sub: Any) -> None:
     rotate.add_argument("team", help="the team's code")
 
 
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DomainError("invalid", "unreadable-file", f"{path}: {exc}") from exc
-    if not isinstance(value, dict):
-        raise DomainError("invalid", "unreadable-file", f"{path} must hold one JSON object.")
-    return value
-
-
 def _show(team: dict[str, Any]) -> None:
     print(f"{team['id']:>5} {team['code']:<28} {team['kind']:<12} join code {team['join_code']}  "
           f"{team['member_count']} members  {team['name_zh']} / {team['name_en']}"
@@ -53,7 +41,7 @@ async def _team(args: argparse.Namespace) -> int:
 
     command = args.team_command
     if command == "create":
-        _show(await service.create_team(_read(args.file)))
+        _show(await service.create_team(read_json_object(args.file)))
     elif command == "list":
         for team in await service.list_teams():
             _show(team)

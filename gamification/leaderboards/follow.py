@@ -37,7 +37,7 @@ from gamification.leaderboards.store import (
 )
 from wallet.db import connection
 
-__all__ = ["CURSOR", "LOCK", "follow", "rebuild", "reseat", "seat_from"]
+__all__ = ["CURSOR", "LOCK", "follow", "rebuild", "reseat", "seat_from", "seat_row"]
 
 CURSOR = "lb:cursor"
 LOCK = "lb:lock"
@@ -242,8 +242,13 @@ async def _swap(redis: Redis, prefix: str, written: set[str], periods: list[Peri
 # -- reseat ---------------------------------------------------------------------------------------------
 
 _ONE = f"""
-SELECT h.id, {SEAT_COLUMNS} FROM holder h {SEAT_JOINS} WHERE h.id = $1
+SELECT h.id, x.reason, {SEAT_COLUMNS} FROM holder h {SEAT_JOINS} WHERE h.id = $1
 """  # noqa: S608 - constant fragments
+
+
+async def seat_row(conn: asyncpg.Connection, holder_id: uuid.UUID) -> asyncpg.Record | None:
+    """Where a resident competes now, and why not if they are excluded (`reason`)."""
+    return await conn.fetchrow(_ONE, holder_id)
 
 
 async def reseat(redis: Redis, holder_id: uuid.UUID, tz: ZoneInfo, *, now: datetime | None = None) -> bool:
@@ -261,7 +266,7 @@ async def reseat(redis: Redis, holder_id: uuid.UUID, tz: ZoneInfo, *, now: datet
         done = _text(await redis.hget(CURSOR, "done") or b"")
         old_raw = await redis.hget(SEATS, str(holder_id))
         async with connection() as conn:
-            row = await conn.fetchrow(_ONE, holder_id)
+            row = await seat_row(conn, holder_id)
             if row is None:
                 return False
             new = seat_from(row)

@@ -19,7 +19,7 @@ from gamification.leaderboards.boards import (
     group_keys,
     period_of,
 )
-from gamification.leaderboards.follow import CURSOR, SEAT_COLUMNS, SEAT_JOINS, reseat, seat_from
+from gamification.leaderboards.follow import CURSOR, reseat, seat_from, seat_row
 from gamification.leaderboards.store import BoardRead, Standing, read_board
 from wallet.db import connection, engine
 from wallet.errors import DomainError
@@ -93,10 +93,7 @@ async def my_board(redis: Redis, tz: ZoneInfo, holder_id: uuid.UUID, scope: str,
     """A board of a scope I belong to, with my rank and neighbours (also when I keep out of public view)."""
     _check(scope, period)
     async with connection() as conn:
-        row = await conn.fetchrow(
-            f"SELECT h.id, x.reason, {SEAT_COLUMNS} FROM holder h {SEAT_JOINS} WHERE h.id = $1",  # noqa: S608
-            holder_id,
-        )
+        row = await seat_row(conn, holder_id)
     seat = seat_from(row)
     ids = seat.scope_ids()
     if scope == "newcomer":
@@ -122,10 +119,7 @@ async def friends_board(redis: Redis, tz: ZoneInfo, holder_id: uuid.UUID, period
                WHERE holder_a = $1 OR holder_b = $1""",
             holder_id,
         )
-        me_row = await conn.fetchrow(
-            f"SELECT h.id, x.reason, {SEAT_COLUMNS} FROM holder h {SEAT_JOINS} WHERE h.id = $1",  # noqa: S608
-            holder_id,
-        )
+        me_row = await seat_row(conn, holder_id)
     p = period_of(period, now or datetime.now(UTC), tz)
     members = [str(holder_id), *[str(r["friend"]) for r in friends]]
     values = await redis.hmget(board_key("global", "-", p) + ":v", members)

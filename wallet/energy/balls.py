@@ -18,6 +18,7 @@ import asyncpg
 
 from wallet.db import connection, engine
 from wallet.energy.policy import policy
+from wallet.energy.preferences import friends_may_collect
 from wallet.errors import DomainError
 from wallet.ledger.service import Transfer, lock_holder, post, system_account
 from wallet.outbox.service import record_events
@@ -158,10 +159,7 @@ async def help_collect(helper_id: uuid.UUID, owner_id: uuid.UUID, ball_id: int, 
         conn = tx.connection
         if not await are_friends(conn, helper_id, owner_id):
             raise DomainError("forbidden", "not-friends", "Only friends can help collect a resident's energy.")
-        allowed = await conn.fetchval(
-            "SELECT coalesce((SELECT friends_may_collect FROM energy_preference WHERE holder = $1), true)", owner_id
-        )
-        if not allowed:
+        if not await friends_may_collect(conn, owner_id):
             raise DomainError("forbidden", "help-not-allowed", "This resident collects their energy themselves.")
         zone = ZoneInfo(await conn.fetchval("SELECT time_zone FROM holder WHERE id = $1", owner_id) or "UTC")
         local = (now or datetime.now(UTC)).astimezone(zone)
