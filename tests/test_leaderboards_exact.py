@@ -249,3 +249,35 @@ async def test_reports_racing_the_follower_end_with_boards_equal_to_a_rebuild(ar
     for p in writers:
         assert await hget_mg(redis, f"lb:city:{city}:all", p.id) == sum(mg_of(1 + i) for i in range(12))
     await assert_boards_equal_rebuild(redis)
+
+
+async def test_a_cached_top_is_used_only_while_no_board_has_moved(arena: Arena, redis: Redis) -> None:
+    """Readers keep a popular board's top N in memory, but only while Valkey's generation is the one it was
+    read at: the next entry, a move, a rebuild or a wipe makes the next read fetch it again."""
+    from gamification.leaderboards.boards import board_key, period_of
+    from gamification.leaderboards.store import read_board
+
+    city = f"缓存市{tag()}"
+    key = board_key("city", city, period_of("all", datetime.now(UTC), TZ))
+    first, second = await arena.player(city=city), await arena.player(city=city)
+    await first.credit(300)
+    await second.credit(100)
+    await step(redis)
+    before = await read_board(redis, key, holder=None, limit=10)
+    again = await read_board(redis, key, holder=second.sid, limit=10)
+    assert [s.member for s in before.top] == [first.sid, second.sid]
+    assert again.top is before.top and again.generation == before.generation  # served from memory
+    assert again.me is not None and again.me.rank == 2  # my standing is always read
+
+    await second.credit(500)
+    await step(redis)
+    after = await read_board(redis, key, holder=None, limit=10)
+    assert after.generation != before.generation
+    assert [s.member for s in after.top] == [second.sid, first.sid]
+    assert after.top[0].mg == before.top[1].mg + mg_of(500)
+
+    await redis.flushdb()  # nothing in Valkey, no generation: nothing may be served from memory
+    assert (await read_board(redis, key, holder=None, limit=10)).top == []
+    await follower.rebuild(redis, TZ)
+    rebuilt = await read_board(redis, key, holder=None, limit=10)
+    assert rebuilt.top == after.top and rebuilt.generation not in ("", after.generation)

@@ -78,6 +78,26 @@ def _row(s: Standing, board: Board, me: str | None, *, ids: bool = False) -> Row
                holder_id=uuid.UUID(s.member) if ids or s.member == me else None)
 
 
+_TOP_ROWS: dict[int, tuple[list[Standing], list[Row]]] = {}
+
+
+def _top(board: Board, me: str | None, ids: bool) -> list[Row]:
+    """A cached top N (the same list while the boards have not moved) is turned into rows once; only my own
+    row, when I am in it, is made for me."""
+    top = board.read.top
+    if ids:
+        return [_row(s, board, me, ids=True) for s in top]
+    hit = _TOP_ROWS.get(id(top))
+    if hit is None or hit[0] is not top:
+        if len(_TOP_ROWS) > 1_000:
+            _TOP_ROWS.clear()
+        hit = _TOP_ROWS[id(top)] = (top, [_row(s, board, None) for s in top])
+    rows = hit[1]
+    if me is not None and board.read.me is not None and board.read.me.rank <= len(rows):
+        rows = [_row(s, board, me) if s.member == me else r for s, r in zip(top, rows, strict=True)]
+    return rows
+
+
 def _out(board: Board, me: str | None = None, *, ids: bool = False) -> BoardOut:
     read = board.read
     mine = None
@@ -86,7 +106,7 @@ def _out(board: Board, me: str | None = None, *, ids: bool = False) -> BoardOut:
                   reduction_mg=read.me.mg if read.me else 0, visible=board.visible,
                   excluded_reason=board.excluded_reason)
     return BoardOut(scope=board.scope, scope_id=board.scope_id, period=board.period, period_key=board.period_key,
-                    residents=read.count, top=[_row(s, board, me, ids=ids) for s in read.top], me=mine,
+                    residents=read.count, top=_top(board, me, ids), me=mine,
                     neighbours=[_row(s, board, me) for s in read.neighbours])
 
 

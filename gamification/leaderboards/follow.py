@@ -17,6 +17,7 @@ All three hold one Redis lock, so they never interleave.
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,6 +28,7 @@ from redis.asyncio import Redis
 
 from gamification.leaderboards.boards import NEWCOMER_DAYS, Period, Seat, current_periods
 from gamification.leaderboards.store import (
+    GENERATION,
     SEATS,
     Entry,
     Part,
@@ -214,7 +216,7 @@ async def _write_temp(redis: Redis, prefix: str, rows: list[asyncpg.Record], per
             for row in rows[start:start + 500]:
                 seat = seat_from(row)
                 keys, args = apply_commands(str(row["holder"]), seat, _parts(row, periods, now))
-                written.update(keys)
+                written.update(k for k in keys if k != GENERATION)
                 await apply(keys=[prefix + k for k in keys], args=args, client=pipe)
             await pipe.execute()
     return written
@@ -235,6 +237,9 @@ async def _swap(redis: Redis, prefix: str, written: set[str], periods: list[Peri
             pipe.delete(key)
         for key in present:  # a board whose residents all keep out of view has a total hash but no sorted set
             pipe.rename(prefix + key, key)
+        pipe.delete(prefix + GENERATION)
+        pipe.set(GENERATION, time.time_ns() // 1000, nx=True)
+        pipe.incr(GENERATION)
         pipe.hset(CURSOR, mapping={"done": snapshot, "target": "", "after_txid": "0", "after_id": "0"})
         await pipe.execute()
 

@@ -28,6 +28,13 @@ local function bump(hkey, member, d, tick)
   redis.call('HSET', hkey, member, string.format('%d:%d', mg, t))
   return mg, t
 end
+-- Every write moves the boards' generation on, so a reader's cached top N stays exact: readers compare it in
+-- READ. It starts from the server's clock in µs, so it never comes back to a value a reader holds after a wipe.
+local function moved(k)
+  local t = redis.call('TIME')
+  redis.call('SET', k, string.format('%d%06d', t[1], t[2]), 'NX')
+  redis.call('INCR', k)
+end
 local function expire(exp, ...)
   if exp > 0 then for _, k in ipairs({...}) do redis.call('EXPIREAT', k, exp) end end
 end
@@ -40,9 +47,9 @@ end
 """
 
 # Amounts for one resident (a book entry on all its periods, or a reseat's totals): KEYS = (zset, hash) per
-# resident board, (zset, hash, active set) per group board, the seat hash. ARGV = holder, #resident boards,
-# #group boards, visible, packed seat, then (mg, tick, expire-at) per resident board and (group, mg, tick,
-# expire-at) per group board.
+# resident board, (zset, hash, active set) per group board, the seat hash, the generation. ARGV = holder,
+# #resident boards, #group boards, visible, packed seat, then (mg, tick, expire-at) per resident board and
+# (group, mg, tick, expire-at) per group board.
 APPLY = _COMMON + """
 local holder = ARGV[1]
 local nh, ng, visible = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1'
@@ -64,12 +71,13 @@ for j = 0, ng - 1 do
   expire(exp, z, h, s)
 end
 redis.call('HSET', KEYS[k + 3 * ng + 1], holder, ARGV[5])
+moved(KEYS[k + 3 * ng + 2])
 return 1
 """
 
 # Taking one resident off boards (a reseat, before their totals are added to their new boards): KEYS = (zset,
-# hash) pairs, the global board's first, then (zset, hash, active set) triples; ARGV = holder, #pairs,
-# #triples, the triples' groups. They leave each group's active residents, and the group is recomputed.
+# hash) pairs, the global board's first, then (zset, hash, active set) triples, the generation; ARGV = holder,
+# #pairs, #triples, the triples' groups. They leave each group's active residents, and the group is recomputed.
 REMOVE = _COMMON + """
 local holder, np, nt = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 for i = 0, np - 1 do
@@ -99,15 +107,18 @@ for j = 0, nt - 1 do
     end
   end
 end
+moved(KEYS[base + 3 * nt + 1])
 return 1
 """
 
-# Top N, my standing and my neighbours in one round trip. KEYS = zset, hash; ARGV = holder ('' for none),
-# limit, how many neighbours on each side. Returns {top (member, score, exact), count, me exact or false,
-# my rank or false, neighbours (member, score, exact)}.
+# Top N, my standing and my neighbours in one round trip. KEYS = zset, hash, generation; ARGV = holder ('' for
+# none), limit, how many neighbours on each side, the generation the caller's top N is from ('' for none).
+# Returns {top (member, score, exact) or false when the caller's is still current, count, me exact or false,
+# my rank or false, neighbours (member, score, exact), the generation or false}.
 READ = _COMMON + """
 local z, h = KEYS[1], KEYS[2]
 local holder, limit, around = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local gen = redis.call('GET', KEYS[3]) or false
 local function rows(flat)
   local out = {}
   if #flat == 0 then return out end
@@ -119,7 +130,8 @@ local function rows(flat)
   end
   return out
 end
-local top = rows(redis.call('ZREVRANGE', z, 0, limit - 1, 'WITHSCORES'))
+local top = false
+if not gen or gen ~= ARGV[4] then top = rows(redis.call('ZREVRANGE', z, 0, limit - 1, 'WITHSCORES')) end
 local count = redis.call('ZCARD', z)
 local me, rank, near = false, false, {}
 if holder ~= '' then
@@ -135,5 +147,5 @@ if holder ~= '' then
     near = rows(redis.call('ZREVRANGE', z, math.max(0, above - around), above + around - 1, 'WITHSCORES'))
   end
 end
-return {top, count, me, rank, near}
+return {top, count, me, rank, near, gen}
 """

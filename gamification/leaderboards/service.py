@@ -65,6 +65,22 @@ async def _names(ids: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+_TOP_NAMES: dict[int, tuple[list[Standing], dict[str, dict[str, Any]]]] = {}
+
+
+async def _board_names(read: BoardRead, others: list[str]) -> dict[str, dict[str, Any]]:
+    """The top's names are looked up once per cached top N (a list `read_board` hands out again while it is
+    current, and re-reads at least every `TOP_TTL_S`), the others' (me, my neighbours) on every read."""
+    hit = _TOP_NAMES.get(id(read.top))
+    if hit is not None and hit[0] is read.top:
+        return {**hit[1], **await _names(others)}
+    names = await _names(sorted({s.member for s in read.top}.union(others)))
+    if len(_TOP_NAMES) > 1_000:
+        _TOP_NAMES.clear()
+    _TOP_NAMES[id(read.top)] = (read.top, {s.member: names[s.member] for s in read.top if s.member in names})
+    return names
+
+
 async def _team_names(ids: list[str]) -> dict[str, dict[str, Any]]:
     async with connection() as conn:
         rows = await conn.fetch("SELECT id, name_zh, name_en FROM team WHERE id = ANY($1::bigint[])",
@@ -85,7 +101,7 @@ async def public_board(redis: Redis, tz: ZoneInfo, scope: str, scope_id: str, pe
     _check(scope, period)
     p = period_of(period, now or datetime.now(UTC), tz)
     read = await read_board(redis, board_key(scope, scope_id, p), holder=None, limit=limit)
-    return Board(scope, scope_id, period, p.key, read, await _names([s.member for s in read.top]))
+    return Board(scope, scope_id, period, p.key, read, await _board_names(read, []))
 
 
 async def my_board(redis: Redis, tz: ZoneInfo, holder_id: uuid.UUID, scope: str, period: str, *, limit: int,
@@ -103,8 +119,8 @@ async def my_board(redis: Redis, tz: ZoneInfo, holder_id: uuid.UUID, scope: str,
     p = period_of(period, now or datetime.now(UTC), tz)
     read = await read_board(redis, board_key(scope, ids[scope], p), holder=str(holder_id), limit=limit,
                             around=around)
-    members = [s.member for s in read.top] + [s.member for s in read.neighbours] + [str(holder_id)]
-    return Board(scope, ids[scope], period, p.key, read, await _names(sorted(set(members))),
+    others = sorted({s.member for s in read.neighbours} | {str(holder_id)})
+    return Board(scope, ids[scope], period, p.key, read, await _board_names(read, others),
                  excluded_reason=row["reason"], visible=seat.visible)
 
 

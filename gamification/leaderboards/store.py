@@ -3,6 +3,7 @@ boards and periods in one script), a batch of entries is one MULTI round trip, a
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -22,11 +23,13 @@ from gamification.leaderboards.boards import (
 from gamification.leaderboards.scripts import APPLY, READ, REMOVE
 
 __all__ = [
-    "SEATS", "BoardRead", "Entry", "Part", "Standing", "apply_commands", "boards_of", "entry_parts", "read_board",
-    "remove_commands", "scripts",
+    "GENERATION", "SEATS", "BoardRead", "Entry", "Part", "Standing", "apply_commands", "boards_of", "entry_parts",
+    "read_board", "remove_commands", "scripts",
 ]
 
 SEATS = "lb:seats"
+GENERATION = "lb:generation"  # moved on by every write to any board (APPLY, REMOVE, a rebuild's swap)
+TOP_TTL_S = 10.0  # a cached top N is re-read at least this often, for renamed residents' new nicknames
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +90,7 @@ def apply_commands(holder: str, seat: Seat, parts: list[Part]) -> tuple[list[str
             group_args += [group, part.mg, tick, exp]
     args = [holder, len(keys) // 2, len(triples) // 3, "1" if seat.visible else "0", seat.pack(),
             *holder_args, *group_args]
-    return [*keys, *triples, SEATS], args
+    return [*keys, *triples, SEATS, GENERATION], args
 
 
 def remove_commands(holder: str, seat: Seat, period: Period) -> tuple[list[str], list[Any]]:
@@ -95,7 +98,7 @@ def remove_commands(holder: str, seat: Seat, period: Period) -> tuple[list[str],
     excluded: an exclusion may just have been added)."""
     boards, groups = boards_of(replace(seat, excluded=False), period)
     keys = [k for key in boards for k in (key, key + ":v")] + [k for z, h, s, _ in groups for k in (z, h, s)]
-    return keys, [holder, len(boards), len(groups), *[g for *_, g in groups]]
+    return [*keys, GENERATION], [holder, len(boards), len(groups), *[g for *_, g in groups]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +115,23 @@ class BoardRead:
     count: int
     me: Standing | None
     neighbours: list[Standing]
+    generation: str = ""  # the boards' generation the top is from ('' when there is none to compare)
+
+
+@dataclass(frozen=True, slots=True)
+class _Top:
+    generation: str
+    top: list[Standing]
+    until: float
+
+
+# The top N of a popular board is what every reader asks for and changes only when the follower writes: kept per
+# process and per (board, N, per capita), and used only while Valkey's generation is the one it was read at.
+_TOPS: dict[tuple[str, int, bool], _Top] = {}
+
+
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 def _exact(raw: Any) -> tuple[int, int]:
@@ -143,14 +163,26 @@ async def read_board(redis: Redis, key: str, *, holder: str | None, limit: int, 
                      per_capita: bool = False) -> BoardRead:
     """`per_capita`: a group board, whose rows show the grams per active resident they are ranked by, not the
     group's total."""
-    top, count, me, rank, near = await scripts(redis)["read"](keys=[key, key + ":v"],
-                                                              args=[holder or "", limit, around])
+    slot, now = (key, limit, per_capita), time.monotonic()
+    cached = _TOPS.get(slot)
+    known = cached.generation if cached is not None and cached.until > now else ""
+    top, count, me, rank, near, generation = await scripts(redis)["read"](
+        keys=[key, key + ":v", GENERATION], args=[holder or "", limit, around, known])
+    generation = _text(generation) if generation else ""
     me_standing = None
     neighbours: list[Standing] = []
     if rank:
         mg, tick = _exact(me)
         me_standing = Standing(holder or "", mg, tick, int(rank))
         neighbours = _standings(near, max(1, int(rank) - around))
-    if per_capita:
-        top = [(m, score, False) for m, score, _ in top]
-    return BoardRead(_standings(top, 1), int(count), me_standing, neighbours)
+    if top is None and cached is not None:
+        standings = cached.top
+    else:
+        if per_capita:
+            top = [(m, score, False) for m, score, _ in top or []]
+        standings = _standings(top or [], 1)
+        if generation:
+            if len(_TOPS) > 10_000:
+                _TOPS.clear()
+            _TOPS[slot] = _Top(generation, standings, now + TOP_TTL_S)
+    return BoardRead(standings, int(count), me_standing, neighbours, generation)
