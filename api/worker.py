@@ -19,7 +19,7 @@ from arq.worker import func
 from api.events import BOARD_ZONE, EVENT_HANDLERS
 from api.observability import configure_logging
 from api.settings import get_settings
-from gamification.challenges.service import finish_due
+from gamification.challenges.service import step as challenge_step
 from gamification.leaderboards.follow import follow, rebuild
 from gamification.progress.service import follow_book as evaluate_badges
 from wallet.db import close_pool, start_pool
@@ -94,9 +94,10 @@ async def award_badges(ctx: dict[str, Any]) -> int:
     return await evaluate_badges()
 
 
-async def finish_challenges(ctx: dict[str, Any]) -> int:
-    """Every minute: challenges whose window closed get their result recorded, once."""
-    return await finish_due()
+async def count_challenges(ctx: dict[str, Any]) -> int:
+    """Every second: challenge progress follows the book, and challenges whose window closed get their result
+    recorded, once."""
+    return (await challenge_step()).entries
 
 
 async def rebuild_leaderboards(ctx: dict[str, Any]) -> dict[str, int]:
@@ -119,7 +120,7 @@ class WorkerSettings:
         cron(settle_redemptions, second={3, 18, 33, 48}, unique=True, timeout=120, keep_result=0),
         cron(follow_book, second=set(range(60)), unique=True, run_at_startup=True, timeout=300, keep_result=0),
         cron(award_badges, second=set(range(0, 60, 5)), unique=True, timeout=120, keep_result=0),
-        cron(finish_challenges, second={11}, unique=True, timeout=120, keep_result=0),
+        cron(count_challenges, second=set(range(60)), unique=True, timeout=120, keep_result=0),
         cron(rebuild_leaderboards, hour={3}, minute={30}, second={0}, unique=True, timeout=1800,
              keep_result=0),  # 03:30 in the boards' time zone (below): the quietest hour
     ]

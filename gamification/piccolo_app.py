@@ -4,7 +4,7 @@ from pathlib import Path
 
 from piccolo.conf.apps import AppConfig
 
-from gamification.challenges.tables import Challenge, Participant
+from gamification.challenges.tables import Challenge, ChallengeCursor, Participant
 from gamification.friends.tables import Block, FriendCode, FriendRequest, Friendship
 from gamification.leaderboards.tables import Exclusion
 from gamification.progress.tables import BadgeAward, ProgressCursor
@@ -14,7 +14,7 @@ APP_CONFIG = AppConfig(
     app_name="gamification",
     migrations_folder_path=str(Path(__file__).parent / "piccolo_migrations"),
     table_classes=[Friendship, FriendRequest, FriendCode, Block, Team, Department, TeamMember, Exclusion,
-                   BadgeAward, ProgressCursor, Challenge, Participant],
+                   BadgeAward, ProgressCursor, Challenge, Participant, ChallengeCursor],
     migration_dependencies=["wallet.piccolo_app"],
     commands=[],
 )

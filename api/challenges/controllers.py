@@ -42,8 +42,9 @@ class Contributor(msgspec.Struct, kw_only=True):
 
 class ChallengeOut(msgspec.Struct, kw_only=True):
     """`progress` and `amount`s are whole units of `goal_kind` (grams of CO2e, energy, or actions) from
-    participants' settled book entries inside the window; `outcomes` is progress ÷ `unlock_every` (e.g. trees
-    planted)."""
+    participants' settled book entries inside the window, counted up to `counted_at` (the worker follows the book
+    every second; a finished challenge: when its result was recorded); `outcomes` is progress ÷ `unlock_every`
+    (e.g. trees planted). Residents excluded from competition are neither counted nor listed."""
 
     id: int
     code: str
@@ -63,6 +64,7 @@ class ChallengeOut(msgspec.Struct, kw_only=True):
     outcome: dict[str, str]
     unlock_every: int | None
     outcomes: int | None
+    counted_at: datetime | None = None
     contributors: list[Contributor] = msgspec.field(default_factory=list)
     joined: bool | None = None
     my_amount: int | None = None
@@ -77,7 +79,8 @@ def _out(c: dict[str, Any]) -> ChallengeOut:
         starts_at=c["starts_at"], ends_at=c["ends_at"], state=c["state"], result=c["result"],
         progress=c["progress"], participants=c["participants"],
         outcome={"zh-CN": c["outcome_zh"], "en": c["outcome_en"]}, unlock_every=c["unlock_every"],
-        outcomes=c["outcomes"], contributors=[Contributor(**x) for x in c["contributors"]], joined=c.get("joined"),
+        outcomes=c["outcomes"], counted_at=c.get("counted_at"),
+        contributors=[Contributor(**x) for x in c["contributors"]], joined=c.get("joined"),
         my_amount=c.get("my_amount"), my_rank=c.get("my_rank"),
     )
 

@@ -2,33 +2,32 @@
 is what the participants' settled book entries (credits minus reversals; held ones never) add up to inside
 the window, for the challenge's behaviours; when the window closes the worker records the result once.
 
-Progress is summed from the book on each read (by participant, through the (holder, occurred_at) index), so it
-is exact and needs no second copy; a challenge of a whole city with a very large book would want the
-leaderboard follower to keep its sums instead (README: Scaling out)."""
+Progress is kept by a follower of the book (counting.py), so reading a challenge of a whole city costs index
+lookups, not a sum over its participants' books."""
 
 from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import msgspec
 
+from gamification.challenges.counting import STEP, amount, counts, cursor, whole
 from wallet.db import connection, engine
 from wallet.errors import DomainError
 from wallet.methodology.catalogue import behaviours
 from wallet.outbox.service import record_events
 
-__all__ = ["create_challenge", "finish_due", "get_challenge", "join", "leave", "list_challenges", "my_challenges"]
+__all__ = ["Step", "create_challenge", "finish_due", "get_challenge", "join", "leave", "list_challenges",
+           "my_challenges", "step"]
 
 SCOPES = ("global", "city", "community", "team")
 GOALS = ("grams", "energy", "actions")
 _CODE = re.compile(r"^[a-z0-9][a-z0-9-]{1,63}$")
-_AMOUNT = {"grams": "e.reduction_mg / 1000.0", "energy": "e.energy",
-           "actions": "CASE e.kind WHEN 'credit' THEN 1 WHEN 'reversal' THEN -1 ELSE 0 END"}
-
 
 def _bad(field: str, detail: str) -> DomainError:
     return DomainError("invalid", "invalid-challenge", detail, field=field)
@@ -68,60 +67,70 @@ async def create_challenge(fields: dict[str, Any]) -> dict[str, Any]:
     return await get_challenge(row["id"])
 
 
-def _progress_sql(challenge_id_param: str = "$1") -> str:
-    return f"""
-SELECT p.holder, coalesce(sum(
-           CASE c.goal_kind WHEN 'grams' THEN {_AMOUNT['grams']} WHEN 'energy' THEN {_AMOUNT['energy']}
-                ELSE {_AMOUNT['actions']} END), 0) AS amount
-FROM challenge c JOIN challenge_participant p ON p.challenge = c.id
-LEFT JOIN book_entry e ON e.holder = p.holder AND e.occurred_at >= c.starts_at AND e.occurred_at < c.ends_at
-     AND (jsonb_array_length(c.behaviours) = 0 OR c.behaviours ? e.behaviour)
-     AND (c.finished_at IS NULL OR e.recorded_at <= c.finished_at)  -- a recorded result does not move
-WHERE c.id = {challenge_id_param} GROUP BY p.holder"""  # noqa: S608 - constant fragments
-
-
 def _state(row: Any, now: datetime) -> str:
     if row["result"] is not None:
         return "finished"
     return "upcoming" if now < row["starts_at"] else ("active" if now < row["ends_at"] else "closing")
 
 
+_EXCLUDED = f"""
+SELECT count(*) AS n, coalesce(sum({whole('c.goal_kind', 'p.amount')}), 0)::bigint AS whole
+FROM competition_exclusion x JOIN challenge_participant p ON p.holder = x.holder AND p.challenge = $1
+JOIN challenge c ON c.id = p.challenge"""  # noqa: S608 - constant fragments
+
+_LEADERS = f"""
+SELECT p.holder, {whole('c.goal_kind', 'p.amount')} AS amount,
+       CASE WHEN h.show_on_public_leaderboards THEN h.nickname END AS nickname
+FROM challenge_participant p JOIN challenge c ON c.id = p.challenge JOIN holder h ON h.id = p.holder
+WHERE p.challenge = $1 AND NOT EXISTS (SELECT 1 FROM competition_exclusion x WHERE x.holder = p.holder)
+ORDER BY p.amount DESC, p.holder LIMIT $2"""  # noqa: S608
+
+_MINE = f"""
+SELECT {whole('c.goal_kind', 'p.amount')} AS amount,
+       EXISTS (SELECT 1 FROM competition_exclusion x WHERE x.holder = p.holder) AS excluded,
+       (SELECT count(*) FROM challenge_participant o
+        WHERE o.challenge = p.challenge AND (o.amount > p.amount OR (o.amount = p.amount AND o.holder < p.holder))
+          AND NOT EXISTS (SELECT 1 FROM competition_exclusion x WHERE x.holder = o.holder)) + 1 AS rank
+FROM challenge_participant p JOIN challenge c ON c.id = p.challenge WHERE p.challenge = $1 AND p.holder = $2
+"""  # noqa: S608
+
+
 async def get_challenge(challenge_id: int, *, holder_id: uuid.UUID | None = None, top: int = 10,
                         now: datetime | None = None) -> dict[str, Any]:
-    """The challenge, its progress (whole units of its goal kind), participants, top contributors (by
-    nickname), the outcomes unlocked so far, and, for a resident, whether they joined and their part."""
+    """The challenge, its progress (whole units of its goal kind) as of `counted_at`, participants, top
+    contributors (by nickname, for residents who opted in), the outcomes unlocked so far, and, for a resident,
+    whether they joined and their part. Residents excluded from competition neither count nor appear."""
     now = now or datetime.now(UTC)
     async with connection() as conn:
-        row = await conn.fetchrow("SELECT * FROM challenge WHERE id = $1", challenge_id)
+        row = await conn.fetchrow(
+            "SELECT c.*, (SELECT updated_at FROM challenge_cursor WHERE id = 1) AS counted_at FROM challenge c "
+            "WHERE c.id = $1", challenge_id)
         if row is None:
             raise DomainError("not_found", "challenge-not-found", "No challenge has this id.")
-        parts = await conn.fetch(_progress_sql(), challenge_id)
-        amounts = sorted(((int(p["amount"]), p["holder"]) for p in parts), key=lambda x: (-x[0], str(x[1])))
-        leaders = amounts[:top]
-        names = {r["id"]: r["nickname"] for r in await conn.fetch(
-            "SELECT id, nickname FROM holder WHERE id = ANY($1::uuid[]) AND show_on_public_leaderboards",
-            [h for _, h in leaders])}
-    progress = row["final_progress"] if row["final_progress"] is not None else sum(a for a, _ in amounts)
+        excluded = await conn.fetchrow(_EXCLUDED, challenge_id)
+        leaders = await conn.fetch(_LEADERS, challenge_id, top)
+        mine = await conn.fetchrow(_MINE, challenge_id, holder_id) if holder_id is not None else None
+    finished = row["final_progress"] is not None
+    progress = row["final_progress"] if finished else row["progress"] - excluded["whole"]
     out = dict(row)
     raw = row["behaviours"]
     out["behaviours"] = msgspec.json.decode(raw) if isinstance(raw, str) else raw
-    out.update(state=_state(row, now), progress=progress, participants=len(amounts),
+    out.update(state=_state(row, now), progress=progress, participants=row["participants"] - excluded["n"],
+               counted_at=row["finished_at"] if finished else row["counted_at"],
                outcomes=progress // row["unlock_every"] if row["unlock_every"] else None,
-               contributors=[{"rank": i, "nickname": names.get(h), "amount": a}
-                             for i, (a, h) in enumerate(leaders, start=1)])
+               contributors=[{"rank": i, "nickname": r["nickname"], "amount": r["amount"]}
+                             for i, r in enumerate(leaders, start=1)])
     if holder_id is not None:
-        mine = next(((a, i) for i, (a, h) in enumerate(amounts, start=1) if h == holder_id), None)
-        out.update(joined=mine is not None, my_amount=mine[0] if mine else 0, my_rank=mine[1] if mine else None)
+        counted = mine is not None and not mine["excluded"]
+        out.update(joined=mine is not None, my_amount=mine["amount"] if mine else 0,
+                   my_rank=mine["rank"] if counted else None)
     return out
 
 
 async def list_challenges(*, include_finished: bool = False, now: datetime | None = None) -> list[dict[str, Any]]:
     async with connection() as conn:
         rows = await conn.fetch(
-            """SELECT c.*, (SELECT count(*) FROM challenge_participant p WHERE p.challenge = c.id) AS participants
-               FROM challenge c WHERE $1 OR c.result IS NULL ORDER BY c.ends_at, c.id""",
-            include_finished,
-        )
+            "SELECT c.* FROM challenge c WHERE $1 OR c.result IS NULL ORDER BY c.ends_at, c.id", include_finished)
     now = now or datetime.now(UTC)
     return [{**dict(r), "state": _state(r, now)} for r in rows]
 
@@ -141,38 +150,58 @@ async def _in_scope(conn: asyncpg.Connection, row: Any, holder_id: uuid.UUID) ->
     return str(h["team"]) == row["scope_id"]
 
 
+_THROUGH = f"""
+SELECT coalesce(sum({amount('e')}), 0)::bigint FROM challenge c JOIN book_entry e ON e.holder = $2 AND {counts('e')}
+WHERE c.id = $1 AND pg_visible_in_snapshot(e.txid, $3::text::pg_snapshot)"""  # noqa: S608 - constant fragments
+
+
+_JOINED = f"""UPDATE challenge SET participants = participants + 1,
+    progress = progress + {whole('goal_kind', '$2::bigint')} WHERE id = $1"""  # noqa: S608
+_LEFT = f"""UPDATE challenge SET participants = participants - 1,
+    progress = progress - {whole('goal_kind', '$2::bigint')} WHERE id = $1"""  # noqa: S608
+
+
 async def join(holder_id: uuid.UUID, challenge_id: int, *, now: datetime | None = None) -> dict[str, Any]:
     """Join a challenge of my city, community or team (or everyone's) before it ends; joining twice is a
-    no-op. Everything I did in its window counts, also before I joined."""
+    no-op. Everything I did in its window counts, also before I joined: counted here, up to this moment."""
     now = now or datetime.now(UTC)
     async with engine().transaction() as tx:
         conn = tx.connection
-        row = await conn.fetchrow("SELECT * FROM challenge WHERE id = $1", challenge_id)
+        await cursor(conn, exclusive=False)  # the cursor first, then the challenge: a step's order
+        row = await conn.fetchrow("SELECT * FROM challenge WHERE id = $1 FOR UPDATE", challenge_id)
         if row is None:
             raise DomainError("not_found", "challenge-not-found", "No challenge has this id.")
         if row["result"] is not None or now >= row["ends_at"]:
             raise DomainError("conflict", "challenge-over", "This challenge has ended.")
         if not await _in_scope(conn, row, holder_id):
             raise DomainError("forbidden", "not-in-scope", "This challenge is for another city, community or team.")
+        seen = await conn.fetchval("SELECT pg_current_snapshot()::text")
+        so_far = await conn.fetchval(_THROUGH, challenge_id, holder_id, seen)
         joined = await conn.fetchval(
-            """INSERT INTO challenge_participant (challenge, holder, joined_at) VALUES ($1, $2, now())
-               ON CONFLICT (challenge, holder) DO NOTHING RETURNING 1""",
-            challenge_id, holder_id,
+            """INSERT INTO challenge_participant (challenge, holder, joined_at, amount, counted_through)
+               VALUES ($1, $2, now(), $3, $4) ON CONFLICT (challenge, holder) DO NOTHING RETURNING 1""",
+            challenge_id, holder_id, so_far, seen,
         )
         if joined:
+            await conn.execute(_JOINED, challenge_id, so_far)
             await record_events([("challenge.joined", {"challenge_id": challenge_id}, holder_id)])
     return await get_challenge(challenge_id, holder_id=holder_id, now=now)
 
 
 async def leave(holder_id: uuid.UUID, challenge_id: int) -> bool:
     """Only while the challenge runs: once its window closed, what participants did stays in its result."""
-    async with connection() as conn:
-        return bool(await conn.fetchval(
+    async with engine().transaction() as tx:
+        conn = tx.connection
+        await cursor(conn, exclusive=False)
+        gone = await conn.fetchval(
             """DELETE FROM challenge_participant p USING challenge c
                WHERE p.challenge = $1 AND p.holder = $2 AND c.id = p.challenge AND c.result IS NULL
-                 AND c.ends_at > now() RETURNING 1""",
+                 AND c.ends_at > now() RETURNING p.amount""",
             challenge_id, holder_id,
-        ))
+        )
+        if gone is not None:
+            await conn.execute(_LEFT, challenge_id, gone)
+    return gone is not None
 
 
 async def my_challenges(holder_id: uuid.UUID) -> list[dict[str, Any]]:
@@ -182,27 +211,41 @@ async def my_challenges(holder_id: uuid.UUID) -> list[dict[str, Any]]:
     return [await get_challenge(i, holder_id=holder_id, top=3) for i in ids]
 
 
-async def finish_due(*, now: datetime | None = None) -> int:
-    """The worker's step: record the result of every challenge whose window has closed, once. Entries for the
-    window that arrive later (a late report) do not change a recorded result."""
-    finished = 0
-    async with connection() as conn:
-        due = [r["id"] for r in await conn.fetch(
-            "SELECT id FROM challenge WHERE result IS NULL AND ends_at <= coalesce($1, now())", now)]
-    for challenge_id in due:
-        async with engine().transaction() as tx:
-            conn = tx.connection
-            row = await conn.fetchrow(
-                "SELECT * FROM challenge WHERE id = $1 AND result IS NULL FOR UPDATE SKIP LOCKED", challenge_id)
-            if row is None:
-                continue
-            total = sum(int(p["amount"]) for p in await conn.fetch(_progress_sql(), challenge_id))
+@dataclass(frozen=True, slots=True)
+class Step:
+    entries: int  # book entries that became visible since the last step
+    participants: int  # participants whose amount moved
+    finished: int  # challenges whose result was recorded
+
+
+async def step(*, now: datetime | None = None, wait: bool = False) -> Step:
+    """The worker's step (every second): count the entries written since the cursor, then record the result of
+    every challenge whose window has closed, once, in the same transaction, so a result counts exactly the
+    entries recorded before it (a late report for the window does not change it). Without `wait`, a step that
+    finds another one running does nothing."""
+    async with engine().transaction() as tx:
+        conn = tx.connection
+        done = await cursor(conn, exclusive=True, wait=wait)
+        if done is None:
+            return Step(0, 0, 0)
+        target = await conn.fetchval("SELECT pg_current_snapshot()::text")
+        moved = await conn.fetchrow(STEP, done, target)
+        await conn.execute("UPDATE challenge_cursor SET snapshot = $1, updated_at = now() WHERE id = 1", target)
+        due = await conn.fetch(
+            "SELECT * FROM challenge WHERE result IS NULL AND ends_at <= coalesce($1, now()) ORDER BY id FOR UPDATE",
+            now)
+        for row in due:
+            total = row["progress"] - (await conn.fetchrow(_EXCLUDED, row["id"]))["whole"]
             result = "met" if total >= row["goal"] else "missed"
             await conn.execute(
                 "UPDATE challenge SET result = $2, final_progress = $3, finished_at = now() WHERE id = $1",
-                challenge_id, result, total,
+                row["id"], result, total,
             )
-            await record_events([("challenge.finished", {"challenge_id": challenge_id, "result": result,
+            await record_events([("challenge.finished", {"challenge_id": row["id"], "result": result,
                                                          "progress": total}, None)])
-            finished += 1
-    return finished
+    return Step(moved["entries"], moved["participants"], len(due))
+
+
+async def finish_due(*, now: datetime | None = None) -> int:
+    """A step that waits for a running one; how many challenges it finished."""
+    return (await step(now=now, wait=True)).finished

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from piccolo.columns import JSONB, BigInt, BigSerial, ForeignKey, Text, Timestamptz, Varchar
+from piccolo.columns import JSONB, BigInt, BigSerial, ForeignKey, Integer, Text, Timestamptz, Varchar
 from piccolo.columns.base import OnDelete
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.table import Table
@@ -31,6 +31,8 @@ class Challenge(Table, tablename="challenge"):
     unlock_every = BigInt(null=True, default=None)
     result = Varchar(length=16, null=True, default=None)  # met | missed, once it has ended
     final_progress = BigInt(null=True, default=None)
+    progress = BigInt(default=0)  # whole units: the participants' amounts, each in whole units, summed
+    participants = BigInt(default=0)
     finished_at = Timestamptz(null=True, default=None)
     created_at = Timestamptz(default=TimestamptzNow())
 
@@ -39,3 +41,14 @@ class Participant(Table, tablename="challenge_participant"):
     challenge = ForeignKey(references=Challenge, on_delete=OnDelete.restrict)
     holder = ForeignKey(references=Holder, on_delete=OnDelete.cascade)
     joined_at = Timestamptz(default=TimestamptzNow())
+    amount = BigInt(default=0)  # in the goal kind's smallest unit: mg, energy or actions
+    counted_through = Text(null=True, default=None)  # the snapshot joining counted to (the follower adds the rest)
+
+
+class ChallengeCursor(Table, tablename="challenge_cursor"):
+    """How far challenge progress has followed the book: the PostgreSQL snapshot whose entries are all counted
+    (one row). Joining and leaving hold it shared, a step holds it exclusively, so each entry counts once."""
+
+    id = Integer(primary_key=True)
+    snapshot = Text()
+    updated_at = Timestamptz(default=TimestamptzNow())
