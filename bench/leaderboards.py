@@ -41,6 +41,7 @@ from bench.intake import Caller, code_state
 from bench.intake_setup import MIX, create_partner, headroom, item_pool
 from bench.leaderboards_report import (
     API,
+    API2,
     HELLO,
     RAW,
     SCRIPT,
@@ -136,14 +137,15 @@ def raw_read(redis: Redis, key: str, holders: Sequence[str]) -> Work:
     return work
 
 
-async def read_rows(spec: LoadSpec, args: argparse.Namespace, hello: Server, api: Server, redis: Redis, key: str,
-                    readers: Sequence[Any]) -> list[ReadRow]:
+async def read_rows(spec: LoadSpec, args: argparse.Namespace, hello: Server, apis: tuple[Server, Server],
+                    redis: Redis, key: str, readers: Sequence[Any]) -> list[ReadRow]:
     holders, tokens, conns = [str(w.holder_id) for w in readers], [w.token for w in readers], args.conns
     plans: list[tuple[str, Server | None, Callable[[], list[Any]]]] = [
         (HELLO, hello, lambda: [Caller(hello.port, get_requests(hello.port, "/", []), answered) for _ in range(conns)]),
         (RAW, None, lambda: [raw_read(redis, key, holders)] * conns),
         (SCRIPT, None, lambda: [script_read(redis, key, holders)] * conns),
-        (API, api, lambda: [Caller(api.port, get_requests(api.port, PATH, tokens), board_read) for _ in range(conns)]),
+        *[(name, api, lambda api=api: [Caller(api.port, get_requests(api.port, PATH, tokens), board_read)
+                                      for _ in range(conns)]) for name, api in zip((API, API2), apis, strict=True)],
     ]
     rows = []
     for name, server, make in plans:
@@ -161,14 +163,14 @@ async def read_rows(spec: LoadSpec, args: argparse.Namespace, hello: Server, api
 # -- the run -------------------------------------------------------------------------------------------------------
 
 
-async def measure_all(servers: tuple[Server, Server], spec: LoadSpec, env: dict[str, str],
+async def measure_all(servers: tuple[Server, Server, Server], spec: LoadSpec, env: dict[str, str],
                       args: argparse.Namespace) -> Measured:
     from api.settings import load_settings
     from gamification.leaderboards.boards import board_key, period_of
     from gamification.leaderboards.follow import rebuild
     from wallet.db import start_pool
 
-    hello, api = servers
+    hello, api, api2 = servers
     settings = load_settings(env)
     tz, stamp, started = settings.leaderboard_zone, f"{int(time.time())}-{secrets.token_hex(3)}", time.perf_counter()
     key = board_key("global", "-", period_of("all", datetime.now(UTC), tz))
@@ -197,7 +199,7 @@ async def measure_all(servers: tuple[Server, Server], spec: LoadSpec, env: dict[
         setup_s = time.perf_counter() - started
         print(f"board of {members:,} members ready in {setup_s:.0f} s; {len(readers)} readers at ranks "
               f"{ranks[0]:,}–{ranks[-1]:,}", flush=True)
-        reads = await read_rows(spec, args, hello, api, redis, key, readers)
+        reads = await read_rows(spec, args, hello, (api, api2), redis, key, readers)
         updates = [*populated, *await apply_rows(spec, redis, tz, args.members - len(board), args.apply_entries),
                    *await follower_rows(spec, redis, tz, real, partner, pool, args, f"{stamp}-f")]
         lag = await lag_row(spec, api, redis, settings.leaderboard_time_zone, real, pool, args, f"{stamp}-h")
@@ -267,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         env = prepare(bench.servers, bench.data_dir)
         hello = Server("hello", ["bench.hello:app"], env, bench.work, "/")
         api = Server("api", ["--factory", "api.app:create_app"], env, bench.work, "/ready")
-        for server in (hello, api):
+        api2 = Server("api2", ["--factory", "api.app:create_app"], env, bench.work, "/ready", workers=2)
+        for server in (hello, api, api2):
             bench.running.append(server)
             server.start()
         code = _code()  # what the API just imported
@@ -279,11 +282,12 @@ def main(argv: list[str] | None = None) -> int:
             import uvloop  # the API runs on uvloop; so do the generator and the in-process baselines
 
             run = uvloop.run
-        m = replace(run(measure_all((hello, api), spec, env, args)), code=code)
+        m = replace(run(measure_all((hello, api, api2), spec, env, args)), code=code)
         settings = (
-            f"uvicorn 1 worker, --no-access-log; reads: {args.warmup:g} s warm-up + {args.duration:g} s measured per "
-            f"row, sent open loop at {args.rate:,.0f}/s over {args.conns} keep-alive connections (Redis rows: a pool "
-            f"of as many), rotating over {m.readers} readers' access tokens; updates: APPLY of a fully seated "
+            f"uvicorn 1 worker (the last read row: 2), --no-access-log; reads: {args.warmup:g} s warm-up + "
+            f"{args.duration:g} s measured per row, sent open loop at {args.rate:,.0f}/s over {args.conns} keep-alive "
+            f"connections (Redis rows: a pool of as many), rotating over {m.readers} readers' access tokens; "
+            f"updates: APPLY of a fully seated "
             f"resident {min(2_000, args.apply_entries):,} one at a time and {args.apply_entries:,} pipelined; "
             f"follower and lag rows: {args.intake_residents} intake residents ({SEATS[args.seats]}); follower: a "
             f"backlog of {args.follow_entries:,} entries from `record_reports` in-process; lag: partner batches of "

@@ -22,8 +22,8 @@ START, END, HISTORY = "<!-- leaderboards:start -->", "<!-- leaderboards:end -->"
 LATEST = "## Leaderboards — latest run:"
 TARGET_P99_MS, TARGET_RATE, TARGET_LAG_S = 15.0, 1_000, 5.0  # issue 6's quality bar
 FOLLOW = "follow(): book → boards"
-HELLO, RAW, SCRIPT, API = ("hello-world GET /", "Redis raw commands", "Redis READ script",
-                           "API GET /v1/me/leaderboards/global/all")
+HELLO, RAW, SCRIPT, API, API2 = ("hello-world GET /", "Redis raw commands", "Redis READ script",
+                                 "API GET /v1/me/leaderboards/global/all", "the same, API with 2 workers")
 QUIET = frozenset({"evalsha", "eval", "info", "script", "multi", "exec", "ping", "client", "hello", "select"})
 
 
@@ -180,33 +180,37 @@ def _kept(r: OpenResult) -> bool:
     return r.answered_per_s >= 0.97 * r.rate and r.result.errors == 0
 
 
+def _target_note(row: OpenResult, workers: int) -> str:
+    r, kept = row.result, _kept(row)
+    verdict = "met" if r.p99_ms <= TARGET_P99_MS and kept else "missed"
+    if row.rate < TARGET_RATE:
+        verdict = f"not tested (this run sent {row.rate:,.0f}/s)"
+    return (
+        f"Target API p99 ≤ {TARGET_P99_MS:g} ms at {TARGET_RATE:,} requests/s with {workers} uvicorn "
+        f"worker{'s' if workers > 1 else ''}: **{verdict}** — "
+        f"`GET /v1/me/leaderboards/global/all?limit=100&around=2` sent at {row.rate:,.0f}/s (open loop), "
+        f"{row.answered_per_s:,.0f}/s answered, p50 {_f(r.p50_ms)} ms, p99 {_f(r.p99_ms)} ms, max "
+        f"{_f(r.max_ms)} ms, {r.errors} errors" + ("" if kept else " (the API did not keep up with the rate)")
+        + f"; latency counts from when each request was due, so waiting for a free connection counts (at most "
+        f"{row.backlog_max:,} requests waited at once; the generator's own dispatch lag, p99 "
+        f"{_f(row.dispatch_lag_p99_ms)} ms, is included too).")
+
+
 def _read_notes(m: Measured) -> list[str]:
     by = {r.name: r.result for r in m.reads}
     api, notes = by.get(API), []
-    if api:
-        r = api.result
-        kept = _kept(api)
-        verdict = "met" if r.p99_ms <= TARGET_P99_MS and kept else "missed"
-        if api.rate < TARGET_RATE:
-            verdict = f"not tested (this run sent {api.rate:,.0f}/s)"
-        notes.append(
-            f"Target API p99 ≤ {TARGET_P99_MS:g} ms at {TARGET_RATE:,} requests/s: **{verdict}** — "
-            f"`GET /v1/me/leaderboards/global/all?limit=100&around=2` sent at {api.rate:,.0f}/s (open loop), "
-            f"{api.answered_per_s:,.0f}/s answered, p50 {_f(r.p50_ms)} ms, p99 {_f(r.p99_ms)} ms, max "
-            f"{_f(r.max_ms)} ms, {r.errors} errors" + ("" if kept else " (the API did not keep up with the rate)")
-            + f"; latency counts from when each request was due, so waiting for a free connection counts (at most "
-            f"{api.backlog_max:,} requests waited at once; the generator's own dispatch lag, p99 "
-            f"{_f(api.dispatch_lag_p99_ms)} ms, is included too).")
+    notes += [_target_note(row, workers) for row, workers in ((api, 1), (by.get(API2), 2)) if row]
     script, raw, hello = by.get(SCRIPT), by.get(RAW), by.get(HELLO)
     if api and script:
         notes.append(
             f"At the same rate the same read straight from Redis takes p50 {_f(script.result.p50_ms)} ms / p99 "
-            f"{_f(script.result.p99_ms)} ms with the READ script (one round trip: top 100 with exact totals, count, "
-            f"my total, rank and neighbours)" + (f" and p50 {_f(raw.result.p50_ms)} ms / p99 {_f(raw.result.p99_ms)} "
+            f"{_f(script.result.p99_ms)} ms with the READ script as the API calls it (one round trip: count, my total, "
+            f"rank and neighbours, and the top 100 with exact totals only when the boards' generation moved since "
+            f"this process last read it)" + (f" and p50 {_f(raw.result.p50_ms)} ms / p99 {_f(raw.result.p99_ms)} "
                                                 f"ms as raw commands (ZREVRANGE 0 99 WITHSCORES + ZREVRANK, then "
                                                 f"ZREVRANGE around: two round trips)" if raw else "")
             + (f"; the API adds {_f(api.result.p50_ms - script.result.p50_ms)} ms at p50 (HTTP, JWT and session, "
-               f"the seat query, the nicknames query, JSON of ~105 rows)" if _kept(api) else
+               f"the seat query, neighbours' nicknames, JSON of ~105 rows)" if _kept(api) else
                "; the API fell behind the rate, so its latencies are mostly queueing")
             + (f", hello-world alone answers in p50 {_f(hello.result.p50_ms)} ms" if hello else "") + ".")
         notes.append(

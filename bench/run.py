@@ -79,16 +79,18 @@ def _free_port() -> int:
 
 
 class Server:
-    """A uvicorn process with the same flags for both apps: one worker, no access log, loopback only."""
+    """A uvicorn process with the same flags for every app: one worker unless told, no access log, loopback
+    only (with several workers, their CPU counts as the server's: they are its children)."""
 
-    def __init__(self, name: str, app: list[str], env: dict[str, str], log_dir: Path, probe: str) -> None:
+    def __init__(self, name: str, app: list[str], env: dict[str, str], log_dir: Path, probe: str, *,
+                 workers: int = 1) -> None:
         self.name = name
         self.port = _free_port()
         self.base_url = f"http://{HOST}:{self.port}"
         self.log_path = log_dir / f"{name}.log"
         self._argv = [
             sys.executable, "-m", "uvicorn", *app, "--host", HOST, "--port", str(self.port),
-            "--workers", "1", "--no-access-log", "--timeout-graceful-shutdown", "5",
+            "--workers", str(workers), "--no-access-log", "--timeout-graceful-shutdown", "5",
         ]
         self._env = env
         self._probe = probe
