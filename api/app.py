@@ -130,7 +130,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         plugins=[StrictStructSchemaPlugin()],
         openapi_config=OpenAPIConfig(
             title="Carbon Wallet API",
-            version="0.4.0",
+            version="0.5.0",
             description=DESCRIPTION,
             path="/schema",
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],

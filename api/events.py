@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Sequence
-from zoneinfo import ZoneInfo
 
 from redis.asyncio import Redis
 
+from api.settings import board_zone
 from gamification.friends.service import HANDLERS as FRIEND_HANDLERS
 from gamification.leaderboards.service import handlers as leaderboard_handlers
 from gamification.progress.service import HANDLERS as PROGRESS_HANDLERS
@@ -40,7 +40,7 @@ def _redis() -> Redis:
     return _REDIS[loop]
 
 
-BOARD_ZONE = ZoneInfo((os.environ.get("CW_LEADERBOARD_TIME_ZONE") or "").strip() or "Asia/Shanghai")
+BOARD_ZONE = board_zone()
 LEADERBOARD_HANDLERS = leaderboard_handlers(_redis, BOARD_ZONE)
 
 EVENT_HANDLERS = _merge(

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from wallet.energy.policy import EnergyPolicy
 from wallet.holders.passwords import ARGON2_MEMORY_KIB_DEFAULT, ARGON2_TIME_COST_DEFAULT
 
-__all__ = ["RateLimit", "Settings", "SettingsError", "get_settings", "load_settings", "resolve_data_key"]
+__all__ = ["RateLimit", "Settings", "SettingsError", "board_zone", "get_settings", "load_settings", "resolve_data_key"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,6 +100,13 @@ def _zone(env: dict[str, str], name: str, default: str) -> str:
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise SettingsError(f"{name} must be an IANA time zone such as Asia/Shanghai (got {raw!r})") from exc
     return raw
+
+
+def board_zone(environ: dict[str, str] | None = None) -> ZoneInfo:
+    """The boards' time zone alone, for modules wired at import (the worker's cron hours, outbox handlers);
+    the same reading `load_settings` makes."""
+    return ZoneInfo(_zone(dict(os.environ if environ is None else environ), "CW_LEADERBOARD_TIME_ZONE",
+                          "Asia/Shanghai"))
 
 
 def _bool(env: dict[str, str], name: str, default: bool) -> bool:

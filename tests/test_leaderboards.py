@@ -320,7 +320,7 @@ async def test_an_excluded_resident_leaves_every_board_sees_why_and_returns_whol
     reason = "上报异常，正在核查 / unusual reports under review"
     r = operator.post("/v1/admin/leaderboards/exclusions", json={"holder_id": cheat.sid, "reason": reason})
     assert r.status_code == 201, r.text
-    assert r.json()["reason"] == reason
+    assert (r.json()["reason"], r.json()["nickname"]) == (reason, cheat.nickname)
     assert cheat.sid in {x["holder_id"] for x in operator.get("/v1/admin/leaderboards/exclusions").json()}
     await settle(redis)
     await cheat.credit(200)  # still reporting while excluded: the book counts it, the boards do not

@@ -193,7 +193,8 @@ class LeaderboardAdminController(Controller):
         `reason` on their boards."""
         data = await strict_json(request, ExclusionIn)
         row = await exclude(data.holder_id, data.reason, request.user.holder_id)
-        return ExclusionOut(holder_id=row["holder"], reason=row["reason"], excluded_at=row["excluded_at"])
+        return ExclusionOut(holder_id=row["holder"], nickname=row["nickname"], reason=row["reason"],
+                            excluded_at=row["excluded_at"])
 
     @get("/exclusions", operation_id="adminListLeaderboardExclusions", summary="Residents off competitive boards",
          responses=problem_responses(401, 403, 503))

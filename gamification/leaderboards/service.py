@@ -179,8 +179,11 @@ async def exclude(holder_id: uuid.UUID, reason: str, operator_id: uuid.UUID) -> 
         if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM holder WHERE id = $1)", holder_id):
             raise DomainError("not_found", "holder-not-found", "No resident has this id.")
         row = await conn.fetchrow(
-            """INSERT INTO competition_exclusion (holder, reason, excluded_by, excluded_at) VALUES ($1, $2, $3, now())
-               ON CONFLICT (holder) DO UPDATE SET reason = $2, excluded_by = $3 RETURNING *""",
+            """WITH x AS (
+                 INSERT INTO competition_exclusion (holder, reason, excluded_by, excluded_at)
+                 VALUES ($1, $2, $3, now())
+                 ON CONFLICT (holder) DO UPDATE SET reason = $2, excluded_by = $3 RETURNING *)
+               SELECT x.*, h.nickname FROM x JOIN holder h ON h.id = x.holder""",
             holder_id, reason, operator_id,
         )
         await record_events([("competition.excluded", {"reason": reason}, holder_id)])
