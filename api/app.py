@@ -37,6 +37,7 @@ from api.leaderboards.controllers import (
 from api.mall.admin import LedgerAdminController, MallAdminController, ProjectAdminController
 from api.mall.controllers import MallController, RedemptionsController
 from api.methodology.controllers import MethodologyController
+from api.notifications.controllers import DeadLetterController, NotificationsController
 from api.oauth.controllers import MetadataController, OAuthController
 from api.oauth.web import WEB_SESSION_TTL_S, ConsentTokens
 from api.observability import configure_logging, install_request_context
@@ -115,8 +116,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     oauth = Router(path="/", route_handlers=[MetadataController, OAuthController])
     social = Router(path="/", route_handlers=[FriendsController, BlocksController, TeamController, TeamAdminController])
+    notifications = Router(path="/", route_handlers=[NotificationsController, DeadLetterController])
     app = Litestar(
-        route_handlers=[SystemController, v1, partners, energy, oauth, social],
+        route_handlers=[SystemController, v1, partners, energy, oauth, social, notifications],
         lifespan=[lifespan],
         exception_handlers={
             **exception_handlers,

@@ -1,7 +1,7 @@
 """Bodies read as their schema says. Litestar converts request data leniently (0 becomes false, "5" becomes
 5), which accepts input the published JSON Schema forbids. `strict_json` decodes the same way, then refuses
-any top-level field whose JSON type the schema does not allow (an integral float still counts as an integer,
-as JSON Schema says)."""
+any field, nested ones too, whose JSON type the schema does not allow (an integral float still counts as an
+integer, as JSON Schema says)."""
 
 from __future__ import annotations
 
@@ -35,10 +35,15 @@ def _accepts(info: msgspec.inspect.Type, value: Any) -> bool:
         return isinstance(value, str)
     if isinstance(info, msgspec.inspect.LiteralType):
         return value in info.values
-    if isinstance(info, msgspec.inspect.ListType | msgspec.inspect.TupleType | msgspec.inspect.VarTupleType):
+    if isinstance(info, msgspec.inspect.ListType | msgspec.inspect.VarTupleType):
+        return isinstance(value, list) and all(_accepts(info.item_type, v) for v in value)
+    if isinstance(info, msgspec.inspect.TupleType):
         return isinstance(value, list)
-    if isinstance(info, msgspec.inspect.StructType | msgspec.inspect.DictType):
-        return isinstance(value, dict)
+    if isinstance(info, msgspec.inspect.DictType):
+        return isinstance(value, dict) and all(_accepts(info.value_type, v) for v in value.values())
+    if isinstance(info, msgspec.inspect.StructType):
+        return isinstance(value, dict) and all(
+            _accepts(f.type, value[f.encode_name]) for f in info.fields if f.encode_name in value)
     return True  # Unset and anything else: msgspec's own decoding decides
 
 

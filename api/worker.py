@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 from typing import Any
 
@@ -22,6 +23,8 @@ from api.settings import get_settings
 from gamification.challenges.service import step as challenge_step
 from gamification.leaderboards.follow import follow, rebuild
 from gamification.progress.service import follow_book as evaluate_badges
+from notifications.channels.base import channel_from_env
+from notifications.delivery.send import Sender, Step
 from wallet.db import close_pool, start_pool
 from wallet.energy.balls import expire_due
 from wallet.energy.policy import configure as configure_energy
@@ -42,10 +45,14 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings = get_settings()
     configure_energy(settings.energy)
     ctx["merchant"] = MerchantClient(SecretBox(settings.data_key))
+    ctx["channels"] = channel_from_env(os.environ)  # fcm/apns when configured; "log" always
+    ctx["sender"] = Sender(ctx["channels"], ctx["redis"])
     await start_pool(settings.database_url, size_min=1, size_max=10)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    for channel in ctx.get("channels", {}).values():
+        await channel.aclose()
     await close_pool()
 
 
@@ -100,6 +107,22 @@ async def count_challenges(ctx: dict[str, Any]) -> int:
     return (await challenge_step()).entries
 
 
+async def deliver_notifications(ctx: dict[str, Any]) -> int:
+    """Every second: due deliveries go out (live stream, push), a claimed batch at a time, for up to 50 s, so a
+    burst (a challenge of 100,000 ending) drains without waiting for the next tick."""
+    sender: Sender = ctx["sender"]
+    total = Step()
+    started = time.monotonic()
+    while time.monotonic() - started < 50:
+        step = await sender.step()
+        total.add(step)
+        if step.claimed < sender.policy.batch:
+            break
+    if total.dead:
+        log.warning("notifications given up", extra={"dead": total.dead})
+    return total.sent
+
+
 async def rebuild_leaderboards(ctx: dict[str, Any]) -> dict[str, int]:
     """Nightly: every current board recreated exactly from the book (and newcomers past 30 days leave)."""
     return await rebuild(ctx["redis"], BOARD_ZONE)
@@ -121,6 +144,8 @@ class WorkerSettings:
         cron(follow_book, second=set(range(60)), unique=True, run_at_startup=True, timeout=300, keep_result=0),
         cron(award_badges, second=set(range(0, 60, 5)), unique=True, timeout=120, keep_result=0),
         cron(count_challenges, second=set(range(60)), unique=True, timeout=120, keep_result=0),
+        cron(deliver_notifications, second=set(range(60)), unique=True, run_at_startup=True, timeout=120,
+             keep_result=0),
         cron(rebuild_leaderboards, hour={3}, minute={30}, second={0}, unique=True, timeout=1800,
              keep_result=0),  # 03:30 in the boards' time zone (below): the quietest hour
     ]

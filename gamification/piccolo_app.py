@@ -7,14 +7,14 @@ from piccolo.conf.apps import AppConfig
 from gamification.challenges.tables import Challenge, ChallengeCursor, Participant
 from gamification.friends.tables import Block, FriendCode, FriendRequest, Friendship
 from gamification.leaderboards.tables import Exclusion
-from gamification.progress.tables import BadgeAward, ProgressCursor
+from gamification.progress.tables import BadgeAward, LevelReached, ProgressCursor
 from gamification.teams.tables import Department, Team, TeamMember
 
 APP_CONFIG = AppConfig(
     app_name="gamification",
     migrations_folder_path=str(Path(__file__).parent / "piccolo_migrations"),
     table_classes=[Friendship, FriendRequest, FriendCode, Block, Team, Department, TeamMember, Exclusion,
-                   BadgeAward, ProgressCursor, Challenge, Participant, ChallengeCursor],
+                   BadgeAward, ProgressCursor, LevelReached, Challenge, Participant, ChallengeCursor],
     migration_dependencies=["wallet.piccolo_app"],
     commands=[],
 )

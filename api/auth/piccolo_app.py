@@ -10,6 +10,6 @@ APP_CONFIG = AppConfig(
     app_name="auth",
     migrations_folder_path=str(Path(__file__).parent / "piccolo_migrations"),
     table_classes=[AuthSession, RefreshToken],
-    migration_dependencies=["wallet.piccolo_app"],
+    migration_dependencies=["wallet.piccolo_app", "notifications.piccolo_app"],
     commands=[],
 )

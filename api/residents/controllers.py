@@ -41,7 +41,7 @@ from gamification.challenges.service import my_challenges
 from gamification.friends.service import blocks_of, friends_of, requests_of
 from gamification.progress.service import badges_of
 from gamification.teams.service import my_team
-from notifications.inbox.service import list_messages, mark_read
+from notifications.inbox.service import list_messages, mark_read, unread_count
 from wallet.accounts.service import list_consents, list_sub_accounts
 from wallet.db import engine
 from wallet.donations.service import certificates_of, donations_of
@@ -218,7 +218,8 @@ class MeController(Controller):
     async def inbox(
         self, request: Req, cursor: FromQuery[str | None] = None, limit: FromQuery[int] = 20
     ) -> InboxPage:
-        """Messages for me, newest first, in my language. Pass `next_cursor` back as `cursor` for more."""
+        """Messages for me, newest first, in my language, with how many are unread. Pass `next_cursor` back as
+        `cursor` for more."""
         if not 1 <= limit <= 100:
             raise DomainError("invalid", "invalid-limit", "limit must be between 1 and 100.")
         before_id = None
@@ -229,7 +230,8 @@ class MeController(Controller):
         holder = await get_holder(request.user.holder_id)
         items = await list_messages(request.user.holder_id, holder["language"], before_id=before_id, limit=limit)
         next_cursor = str(items[-1]["id"]) if len(items) == limit else None
-        return InboxPage(items=[InboxMessageOut(**m) for m in items], next_cursor=next_cursor)
+        return InboxPage(items=[InboxMessageOut(**m) for m in items], next_cursor=next_cursor,
+                         unread=await unread_count(request.user.holder_id))
 
     @post("/inbox/{message_id:int}/read", operation_id="markInboxMessageRead", status_code=HTTP_204_NO_CONTENT,
           summary="Mark a message read", responses=problem_responses(400, 401, 404, 503))

@@ -114,10 +114,14 @@ class SessionOut(msgspec.Struct, kw_only=True):
 
 
 class InboxMessageOut(msgspec.Struct, kw_only=True):
+    """`trigger`: what it is about, as in my notification settings; `link`: where the app opens it."""
+
     id: int
     kind: str
+    trigger: str
     title: str
     body: str
+    link: str
     created_at: datetime
     read_at: datetime | None
 
@@ -125,3 +129,4 @@ class InboxMessageOut(msgspec.Struct, kw_only=True):
 class InboxPage(msgspec.Struct, kw_only=True):
     items: list[InboxMessageOut]
     next_cursor: str | None
+    unread: int

@@ -93,6 +93,7 @@ async def evaluate(holders: Sequence[uuid.UUID], *, now: datetime | None = None)
     async with engine().transaction() as tx:
         conn = tx.connection
         facts = await facts_of(conn, holders, now)
+        await _levels(conn, facts)
         due = [(h, b.code) for h, f in facts.items() for b in rules().badges if f.value(b) >= b.target]
         if not due:
             return []
@@ -106,6 +107,26 @@ async def evaluate(holders: Sequence[uuid.UUID], *, now: datetime | None = None)
         await record_events([("badge.earned", {"badge": r["badge"], "name_zh": names[r["badge"]].name_zh,
                                                "name_en": names[r["badge"]].name_en}, r["holder"]) for r in new])
     return [(r["holder"], r["badge"]) for r in new]
+
+
+async def _levels(conn: asyncpg.Connection, facts: dict[uuid.UUID, Facts]) -> None:
+    """Record each level a resident reaches, with the ones below it, the first time (`level.reached` for the
+    highest new one only): a reversal that takes them below a level and a credit back tell nothing new."""
+    pairs = [(h, n) for h, f in facts.items() for n in range(2, level_of(f.grams)[0].number + 1)]
+    if not pairs:
+        return
+    new = await conn.fetch(
+        """INSERT INTO level_reached (holder, level, reached_at)
+           SELECT h, l, now() FROM unnest($1::uuid[], $2::int[]) AS r(h, l)
+           ON CONFLICT (holder, level) DO NOTHING RETURNING holder, level""",
+        [h for h, _ in pairs], [n for _, n in pairs],
+    )
+    highest: dict[uuid.UUID, int] = {}
+    for r in new:
+        highest[r["holder"]] = max(highest.get(r["holder"], 0), r["level"])
+    levels = {lv.number: lv for lv in rules().levels}
+    await record_events([("level.reached", {"level": n, "name_zh": levels[n].name_zh, "name_en": levels[n].name_en},
+                          h) for h, n in highest.items()])
 
 
 async def progress(holder_id: uuid.UUID, *, now: datetime | None = None) -> dict[str, Any]:

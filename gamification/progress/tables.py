@@ -25,3 +25,13 @@ class ProgressCursor(Table, tablename="progress_cursor"):
     id = Integer(primary_key=True)
     snapshot = Text()
     updated_at = Timestamptz(default=TimestamptzNow())
+
+
+class LevelReached(Table, tablename="level_reached"):
+    """Each level a resident reached, once (UNIQUE), so a level up is told once even if a reversal takes the
+    resident below it and a new credit back."""
+
+    id = BigSerial(primary_key=True)
+    holder = ForeignKey(references=Holder, on_delete=OnDelete.cascade)
+    level = Integer()
+    reached_at = Timestamptz(default=TimestamptzNow())

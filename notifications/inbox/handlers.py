@@ -9,27 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
+from notifications.notify import notify, notify_many
 from wallet.db import connection
 from wallet.outbox.service import Event, EventHandler
 
 __all__ = ["HANDLERS"]
 
-_INSERT = """
-INSERT INTO inbox_message (holder_id, event_id, kind, params, created_at)
-SELECT $1, $2, $3, $4::jsonb, $5 WHERE EXISTS (SELECT 1 FROM holder WHERE id = $1 AND status = 'active')
-ON CONFLICT (holder_id, event_id, kind) DO NOTHING
-"""
-
-
 async def _post(event: Event, kind: str, params: dict[str, Any] | None = None) -> None:
+    """The inbox message and its deliveries (notifications/notify.py), in the handler's transaction."""
     assert event.holder_id is not None
     async with connection() as conn:
-        await conn.execute(
-            _INSERT, event.holder_id, event.event_id, kind, msgspec.json.encode(params or {}).decode(),
-            event.created_at,
-        )
+        await notify(conn, event.holder_id, kind, params or {}, event_id=event.event_id, at=event.created_at)
 
 
 async def _partner_names(partner_id: str) -> dict[str, str]:
@@ -129,6 +119,46 @@ async def tell_badge_earned(event: Event) -> None:
     await _post(event, "badge_earned", {"badge": event.payload["name_zh"], "badge_en": event.payload["name_en"]})
 
 
+async def tell_level_reached(event: Event) -> None:
+    await _post(event, "level_up", {"level": event.payload["name_zh"], "level_en": event.payload["name_en"]})
+
+
+async def tell_activity_held(event: Event) -> None:
+    await _post(event, "activity_held", {"activity_id": event.payload["activity_id"]})
+
+
+async def tell_review_outcome(event: Event) -> None:
+    kind = "review_credited" if event.payload["verdict"] == "credited" else "review_rejected"
+    await _post(event, kind, {"activity_id": event.payload["activity_id"], "code": event.payload.get("code") or ""})
+
+
+def _amount(goal_kind: str, progress: int) -> tuple[str, str]:
+    """A challenge's progress as the message says it, in zh-CN and en."""
+    if goal_kind == "grams":
+        return (f"{progress / 1000:,.1f} 千克减排", f"{progress / 1000:,.1f} kg CO2e avoided") if progress >= 1000 \
+            else (f"{progress} 克减排", f"{progress} g CO2e avoided")
+    if goal_kind == "energy":
+        return f"{progress:,} 能量", f"{progress:,} energy"
+    return f"{progress:,} 次绿色行动", f"{progress:,} green actions"
+
+
+async def tell_challenge_finished(event: Event) -> None:
+    """Every participant, in batches of one statement each (a city challenge may have 100,000): one message
+    per participant and event, whatever happens to this job."""
+    async with connection() as conn:
+        c = await conn.fetchrow("SELECT id, title_zh, title_en, goal_kind FROM challenge WHERE id = $1",
+                                event.payload["challenge_id"])
+        if c is None:
+            return
+        holders = [r["holder"] for r in await conn.fetch(
+            "SELECT holder FROM challenge_participant WHERE challenge = $1 ORDER BY holder", c["id"])]
+        progress_zh, progress_en = _amount(c["goal_kind"], int(event.payload["progress"]))
+        kind = "challenge_met" if event.payload["result"] == "met" else "challenge_missed"
+        await notify_many(conn, holders, kind, {
+            "challenge_id": c["id"], "challenge": c["title_zh"], "challenge_en": c["title_en"],
+            "progress": progress_zh, "progress_en": progress_en}, event_id=event.event_id, at=event.created_at)
+
+
 HANDLERS: dict[str, list[EventHandler]] = {
     "holder.registered": [welcome_new_holder],
     "holder.password_changed": [warn_password_changed],
@@ -141,6 +171,10 @@ HANDLERS: dict[str, list[EventHandler]] = {
     "redemption.voided": [tell_redemption_voided],
     "donation.certified": [tell_donation_certified],
     "badge.earned": [tell_badge_earned],
+    "level.reached": [tell_level_reached],
+    "activity.held": [tell_activity_held],
+    "activity.reviewed": [tell_review_outcome],
+    "challenge.finished": [tell_challenge_finished],
     "friend.requested": [tell_friend_requested],
     "friend.accepted": [tell_friend_accepted],
     "friend.added": [tell_friend_added],

@@ -16,3 +16,5 @@ class InboxMessage(Table, tablename="inbox_message"):
     params = JSONB(default="{}")
     created_at = Timestamptz(default=TimestamptzNow())
     read_at = Timestamptz(null=True, default=None)
+    trigger = Varchar(length=32, default="account")  # what the resident turns on or off (triggers.toml)
+    link = Varchar(length=300, default="")  # where the app opens it, e.g. carbonwallet://challenges/7

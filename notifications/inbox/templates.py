@@ -13,7 +13,7 @@ LANGUAGES = ("zh-CN", "en")
 
 
 @cache
-def templates() -> dict[str, dict[str, dict[str, str]]]:
+def templates() -> dict[str, dict[str, Any]]:
     data = tomllib.loads((Path(__file__).parent / "templates.toml").read_text(encoding="utf-8"))
     for kind, by_language in data.items():
         for language in LANGUAGES:
