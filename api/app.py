@@ -38,6 +38,7 @@ from api.mall.admin import LedgerAdminController, MallAdminController, ProjectAd
 from api.mall.controllers import MallController, RedemptionsController
 from api.methodology.controllers import MethodologyController
 from api.notifications.controllers import DeadLetterController, NotificationsController
+from api.notifications.stream import LiveController, live_plugin
 from api.oauth.controllers import MetadataController, OAuthController
 from api.oauth.web import WEB_SESSION_TTL_S, ConsentTokens
 from api.observability import configure_logging, install_request_context
@@ -116,7 +117,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     oauth = Router(path="/", route_handlers=[MetadataController, OAuthController])
     social = Router(path="/", route_handlers=[FriendsController, BlocksController, TeamController, TeamAdminController])
-    notifications = Router(path="/", route_handlers=[NotificationsController, DeadLetterController])
+    notifications = Router(path="/", route_handlers=[NotificationsController, DeadLetterController, LiveController])
     app = Litestar(
         route_handlers=[SystemController, v1, partners, energy, oauth, social, notifications],
         lifespan=[lifespan],
@@ -129,7 +130,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             RedisTimeoutError: unavailable,
         },
         middleware=[DefineMiddleware(BearerAuthMiddleware, exclude=["^/schema"])],
-        plugins=[StrictStructSchemaPlugin()],
+        # The live stream's pub/sub gets a Redis client of its own: plugins exist before the lifespan runs.
+        plugins=[StrictStructSchemaPlugin(), live_plugin(Redis.from_url(settings.redis_url, socket_connect_timeout=2))],
         openapi_config=OpenAPIConfig(
             title="Carbon Wallet API",
             version="0.5.0",

@@ -74,7 +74,7 @@ def _schemathesis_pytest9_shim(request: pytest.FixtureRequest) -> None:
         request.node._nodeid = request.node.nodeid
 
 
-schema = schemathesis.pytest.from_fixture("api_schema")
+schema = schemathesis.pytest.from_fixture("api_schema").exclude(operation_id="streamMyNotifications")  # endless
 
 
 def _needs_token(case: Case) -> bool:

@@ -41,7 +41,9 @@ from gamification.challenges.service import my_challenges
 from gamification.friends.service import blocks_of, friends_of, requests_of
 from gamification.progress.service import badges_of
 from gamification.teams.service import my_team
+from notifications.devices import devices_of
 from notifications.inbox.service import list_messages, mark_read, unread_count
+from notifications.preferences import settings_of
 from wallet.accounts.service import list_consents, list_sub_accounts
 from wallet.db import engine
 from wallet.donations.service import certificates_of, donations_of
@@ -276,6 +278,9 @@ class MeController(Controller):
             "team": msgspec.to_builtins(await my_team(holder_id)),
             "challenges": msgspec.to_builtins(await my_challenges(holder_id)),
             "badges": msgspec.to_builtins(await badges_of(holder_id)),
+            "devices": msgspec.to_builtins([{k: v for k, v in d.items() if k != "session"}
+                                            for d in await devices_of(holder_id)]),
+            "notification_settings": msgspec.to_builtins(await settings_of(holder_id)),
         }
         return Response(
             document, headers={"Content-Disposition": f'attachment; filename="carbon-wallet-{holder_id}.json"'}
