@@ -25,6 +25,14 @@ from gamification.leaderboards.follow import follow, rebuild
 from gamification.progress.service import follow_book as evaluate_badges
 from notifications.channels.base import channel_from_env
 from notifications.delivery.send import Sender, Step
+from notifications.triggers_scheduled import (
+    challenge_ending,
+    energy_expiring,
+    energy_ripe,
+    overtaken,
+    streak_at_risk,
+    weekly_report,
+)
 from wallet.db import close_pool, start_pool
 from wallet.energy.balls import expire_due
 from wallet.energy.policy import configure as configure_energy
@@ -123,6 +131,36 @@ async def deliver_notifications(ctx: dict[str, Any]) -> int:
     return total.sent
 
 
+async def tell_energy_ripe(ctx: dict[str, Any]) -> int:
+    """Every 5 minutes: balls ripened in the last hour and still uncollected (one message per resident per 4 h)."""
+    return await energy_ripe()
+
+
+async def tell_energy_expiring(ctx: dict[str, Any]) -> int:
+    """Hourly: ripe balls expiring within 12 h (once per resident per local day)."""
+    return await energy_expiring()
+
+
+async def tell_streak_at_risk(ctx: dict[str, Any]) -> int:
+    """Every 10 minutes: residents whose local time is 20:xx with a streak at risk (once per local day)."""
+    return await streak_at_risk()
+
+
+async def tell_overtaken(ctx: dict[str, Any]) -> int:
+    """Every minute: friends who passed someone on this week's board since the last run."""
+    return await overtaken(ctx["redis"], tz=BOARD_ZONE)
+
+
+async def tell_challenge_ending(ctx: dict[str, Any]) -> int:
+    """Every 10 minutes: participants of challenges ending within 24 h (once per challenge)."""
+    return await challenge_ending()
+
+
+async def tell_weekly_report(ctx: dict[str, Any]) -> int:
+    """Every 10 minutes: residents whose local time is Monday 09:xx get last week's report (once per ISO week)."""
+    return await weekly_report()
+
+
 async def rebuild_leaderboards(ctx: dict[str, Any]) -> dict[str, int]:
     """Nightly: every current board recreated exactly from the book (and newcomers past 30 days leave)."""
     return await rebuild(ctx["redis"], BOARD_ZONE)
@@ -145,6 +183,14 @@ class WorkerSettings:
         cron(award_badges, second=set(range(0, 60, 5)), unique=True, timeout=120, keep_result=0),
         cron(count_challenges, second=set(range(60)), unique=True, timeout=120, keep_result=0),
         cron(deliver_notifications, second=set(range(60)), unique=True, run_at_startup=True, timeout=120,
+             keep_result=0),
+        # Scheduled notifications: each picks residents by their own local time, so these minutes only stagger.
+        cron(tell_energy_ripe, minute=set(range(0, 60, 5)), second={11}, unique=True, timeout=240, keep_result=0),
+        cron(tell_energy_expiring, minute={2}, second={13}, unique=True, timeout=600, keep_result=0),
+        cron(tell_streak_at_risk, minute=set(range(1, 60, 10)), second={17}, unique=True, timeout=540, keep_result=0),
+        cron(tell_weekly_report, minute=set(range(4, 60, 10)), second={19}, unique=True, timeout=540, keep_result=0),
+        cron(tell_overtaken, second={23}, unique=True, run_at_startup=True, timeout=55, keep_result=0),
+        cron(tell_challenge_ending, minute=set(range(6, 60, 10)), second={29}, unique=True, timeout=540,
              keep_result=0),
         cron(rebuild_leaderboards, hour={3}, minute={30}, second={0}, unique=True, timeout=1800,
              keep_result=0),  # 03:30 in the boards' time zone (below): the quietest hour
