@@ -115,17 +115,29 @@ async def count_challenges(ctx: dict[str, Any]) -> int:
     return (await challenge_step()).entries
 
 
+SENDER_SHARDS = int(os.environ.get("CW_NOTIFY_SENDERS", "4"))
+
+
 async def deliver_notifications(ctx: dict[str, Any]) -> int:
-    """Every second: due deliveries go out (live stream, push), a claimed batch at a time, for up to 50 s, so a
-    burst (a challenge of 100,000 ending) drains without waiting for the next tick."""
+    """Every second: due deliveries go out (live stream, push). arq's `unique` cron still starts a job each
+    second while earlier ones run, so residents are split into shards, each drained by one run at a time (a
+    Redis lock each): a run goes through the shards it can lock, for up to 50 s in all, and skips those another
+    run is draining. At most `CW_NOTIFY_SENDERS` senders run across all workers, and never two for one resident."""
     sender: Sender = ctx["sender"]
-    total = Step()
-    started = time.monotonic()
-    while time.monotonic() - started < 50:
-        step = await sender.step()
-        total.add(step)
-        if step.claimed < sender.policy.batch:
-            break
+    redis = ctx["redis"]
+    total, started = Step(), time.monotonic()
+    for shard in range(SENDER_SHARDS):
+        lock = redis.lock(f"notify:sender:{shard}", timeout=120, blocking=False)
+        if not await lock.acquire():
+            continue
+        try:
+            while time.monotonic() - started < 50:
+                step = await sender.step(shard=shard, shards=SENDER_SHARDS)
+                total.add(step)
+                if step.claimed < sender.policy.batch:
+                    break
+        finally:
+            await lock.release()
     if total.dead:
         log.warning("notifications given up", extra={"dead": total.dead})
     return total.sent

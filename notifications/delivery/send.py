@@ -12,8 +12,10 @@ moment (turned off, quiet hours, daily cap, message already read), send it on it
 - **Quiet hours** defer a push to the end of the window in the resident's time zone (the live stream is not
   held back: the app is open). **The daily cap** counts messages pushed since local midnight; beyond it a push
   is skipped (the inbox keeps the message).
-- One step handles each resident's deliveries in order in one task, so the cap is exact within a step; the
-  worker's cron is `unique`, so steps do not overlap."""
+- **Shards:** residents are split into `shards` by a hash of their id; a step claims from one shard only, and
+  the worker runs at most one sender per shard at a time (a Redis lock each), so one resident's deliveries are
+  never sent by two senders at once (the cap stays exact) while several worker processes share a burst. Within
+  a step each resident's deliveries go in order, in one task."""
 
 from __future__ import annotations
 
@@ -103,6 +105,7 @@ _CLAIM = """
 WITH c AS (
   SELECT id FROM delivery
   WHERE state = 'pending' AND due_at <= $1 AND (claimed_until IS NULL OR claimed_until < $1)
+    AND ($4 = 1 OR mod(abs(hashtext(holder::text)), $4) = $5)
   ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
 UPDATE delivery d SET claimed_until = $1 + make_interval(secs => $3), attempts = d.attempts + 1
 FROM c WHERE d.id = c.id
@@ -154,11 +157,12 @@ class Sender:
     policy: Policy = field(default_factory=Policy)
     cap_default: int = 10
 
-    async def step(self, *, now: datetime | None = None) -> Step:
-        """Claim up to `policy.batch` due deliveries and settle each one."""
+    async def step(self, *, now: datetime | None = None, shard: int = 0, shards: int = 1) -> Step:
+        """Claim up to `policy.batch` due deliveries of one shard of residents and settle each one."""
         now = now or datetime.now(UTC)
         async with connection() as conn:
-            ids = [r["id"] for r in await conn.fetch(_CLAIM, now, self.policy.batch, self.policy.lease_s)]
+            ids = [r["id"] for r in await conn.fetch(_CLAIM, now, self.policy.batch, self.policy.lease_s, shards,
+                                                     shard)]
             if not ids:
                 return Step()
             rows = await conn.fetch(_CONTEXT, ids, self.cap_default)
