@@ -7,7 +7,7 @@ import re
 import uuid
 from typing import Any
 
-from wallet.db import connection
+from wallet.db import connection, engine
 from wallet.errors import DomainError
 
 __all__ = ["PLATFORMS", "devices_of", "prune", "register_device", "unregister_device"]
@@ -34,7 +34,10 @@ async def register_device(holder_id: uuid.UUID, session_id: uuid.UUID | None, pl
     """Idempotent: the same token again refreshes it; a token another account registered moves here (the
     phone is signed in to this account now)."""
     token = _check(platform, token)
-    async with connection() as conn:
+    async with engine().transaction() as tx:
+        conn = tx.connection
+        # One registration per resident at a time, so two phones registering at once cannot pass the limit.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('device:' || $1::uuid::text))", holder_id)
         count = await conn.fetchval(
             "SELECT count(*) FROM device WHERE holder = $1 AND NOT (platform = $2 AND token = $3)",
             holder_id, platform, token)

@@ -78,6 +78,7 @@ class _Result:
     provider_id: str | None = None
     refund: int = 0  # a deferral is not an attempt
     prune: int | None = None  # a device whose token is dead
+    answered: bool = False  # a provider answered this push (what the pruning guard counts)
 
 
 def quiet_now(start: int | None, end: int | None, local: datetime) -> bool:
@@ -88,15 +89,31 @@ def quiet_now(start: int | None, end: int | None, local: datetime) -> bool:
     return start <= minute < end if start < end else (minute >= start or minute < end)
 
 
+def _instants(wall: datetime, zone: Any) -> list[datetime]:
+    """The UTC instants whose local clock in `zone` first reads `wall`: one usually, two in the hour a DST end
+    repeats, and for a wall time a DST start skips, the instant the clock jumps past it."""
+    found = []
+    for fold in (0, 1):
+        at = wall.replace(tzinfo=zone, fold=fold).astimezone(UTC)
+        if at.astimezone(zone).replace(tzinfo=None) == wall:
+            found.append(at)
+    if found:
+        return sorted(set(found))
+    at = min(wall.replace(tzinfo=zone, fold=f).astimezone(UTC) for f in (0, 1))
+    while at.astimezone(zone).replace(tzinfo=None) < wall:  # inside the gap: at most an hour, minute by minute
+        at += timedelta(minutes=1)
+    return [at.replace(second=0, microsecond=0)]
+
+
 def next_quiet_end(end: int, local: datetime) -> datetime:
-    """The next time the local clock shows `end` (today or tomorrow), in UTC; wall-clock arithmetic in the
-    resident's zone, so a DST change does not shift it."""
-    zone = local.tzinfo
+    """The next instant (in UTC) the local clock reads `end`, today or tomorrow: wall-clock time in the resident's
+    zone, compared as instants, so a DST change neither shifts it nor makes it lie in the past."""
+    zone, now = local.tzinfo, local.astimezone(UTC)
     day = local.date()
     for _ in range(3):
-        at = datetime(day.year, day.month, day.day, end // 60, end % 60, tzinfo=zone)
-        if at > local:
-            return at.astimezone(UTC)
+        for at in _instants(datetime(day.year, day.month, day.day, end // 60, end % 60), zone):
+            if at > now:
+                return at
         day += timedelta(days=1)
     raise AssertionError("unreachable: a window end within three days")
 
@@ -119,7 +136,8 @@ SELECT d.id, d.holder, d.channel, d.device, d.attempts, d.message, m.kind, m.par
        (SELECT p.enabled FROM notification_preference p
         WHERE p.holder = d.holder AND p.trigger = m.trigger AND p.channel = d.channel) AS chosen
 FROM delivery d JOIN inbox_message m ON m.id = d.message JOIN holder h ON h.id = d.holder
-LEFT JOIN notification_settings s ON s.holder = d.holder LEFT JOIN device v ON v.id = d.device
+LEFT JOIN notification_settings s ON s.holder = d.holder
+LEFT JOIN device v ON v.id = d.device AND v.holder = d.holder  -- a phone now signed in as someone else is gone
 WHERE d.id = ANY($1::bigint[]) ORDER BY d.holder, d.message, d.id
 """
 
@@ -202,7 +220,7 @@ class Sender:
                 out.append(_Result(r["id"], "skipped", reason="turned-off"))
                 continue
             if r["channel"] == "live":
-                out.append(await self._live(r, unread))
+                out.append(await self._live(r, unread, now))
                 continue
             if r["token"] is None:
                 out.append(_Result(r["id"], "skipped", reason="device-removed"))
@@ -226,24 +244,35 @@ class Sender:
             out.append(result)
         return out
 
-    def _text(self, r: asyncpg.Record) -> tuple[str, str, dict[str, Any]]:
+    def _text(self, r: asyncpg.Record) -> tuple[str, str] | _Result:
+        """The title and body in the resident's language, or the delivery given up: a message its template
+        cannot fill (a kind removed, a placeholder its stored params lack) would fail the same way every time."""
         params = r["params"]
-        params = msgspec.json.decode(params) if isinstance(params, str | bytes) else (params or {})
-        title, body = render(r["kind"], r["language"], params)
-        return title, body, params
+        try:
+            params = msgspec.json.decode(params) if isinstance(params, str | bytes) else (params or {})
+            return render(r["kind"], r["language"], params)
+        except (KeyError, IndexError, ValueError, msgspec.DecodeError) as exc:
+            log.error("notification cannot be rendered", extra={"delivery": r["id"], "kind": r["kind"]})
+            return _Result(r["id"], "dead", reason=f"template {r['kind']}: cannot fill {exc!r}"[:300])
 
-    async def _live(self, r: asyncpg.Record, unread: int) -> _Result:
-        title, body, _ = self._text(r)
+    async def _live(self, r: asyncpg.Record, unread: int, now: datetime) -> _Result:
+        text = self._text(r)
+        if isinstance(text, _Result):
+            return text
+        title, body = text
         try:
             await publish(self.redis, r["holder"], {
                 "id": r["message"], "kind": r["kind"], "trigger": r["trigger"], "title": title, "body": body,
                 "link": r["link"], "created_at": r["created_at"].isoformat(), "unread": unread})
         except Exception as exc:  # Redis unreachable: retried like a provider error
-            return self._retry(r, Sent("retry", f"live stream: {exc!r}"[:300]), datetime.now(UTC))
+            return self._retry(r, Sent("retry", f"live stream: {exc!r}"[:300]), now)
         return _Result(r["id"], "sent")
 
     async def _push(self, r: asyncpg.Record, unread: int, now: datetime) -> _Result:
-        title, body, _ = self._text(r)
+        text = self._text(r)
+        if isinstance(text, _Result):
+            return text
+        title, body = text
         channel = self.channels.get(r["platform"]) or self.channels["log"]
         push = Push(token=r["token"], title=title, body=body, deep_link=r["link"],
                     data={"kind": r["kind"], "trigger": r["trigger"], "inbox_id": str(r["message"])},
@@ -254,11 +283,12 @@ class Sender:
             log.exception("push channel raised", extra={"delivery": r["id"], "channel": channel.name})
             sent = Sent("retry", f"channel error: {exc!r}"[:300])
         if sent.outcome == "sent":
-            return _Result(r["id"], "sent", provider_id=sent.provider_id[:200] or None)
+            return _Result(r["id"], "sent", provider_id=sent.provider_id[:200] or None, answered=True)
         if sent.outcome == "invalid_token":
-            return _Result(r["id"], "skipped", reason=f"invalid-token: {sent.detail}"[:300], prune=r["device"])
+            return _Result(r["id"], "skipped", reason=f"invalid-token: {sent.detail}"[:300], prune=r["device"],
+                           answered=True)
         if sent.outcome == "failed":
-            return _Result(r["id"], "dead", reason=f"{channel.name} refused: {sent.detail}"[:300])
+            return _Result(r["id"], "dead", reason=f"{channel.name} refused: {sent.detail}"[:300], answered=True)
         return self._retry(r, sent, now)
 
     def _retry(self, r: asyncpg.Record, sent: Sent, now: datetime) -> _Result:
@@ -276,7 +306,7 @@ class Sender:
         dead: dict[str, int] = defaultdict(int)
         for res in results:
             platform = platforms.get(res.id)
-            if platform and res.state in ("sent", "skipped", "dead") and res.reason != "already-read":
+            if platform and res.answered:
                 tried[platform] += 1
                 dead[platform] += res.prune is not None
         for platform, n in dead.items():
