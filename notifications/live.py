@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
-from notifications.inbox.templates import render
+from notifications.inbox.templates import render_stored
 from wallet.db import connection
 
 __all__ = ["EVENT_FIELDS", "REPLAY_MAX", "live_channel", "missed_events", "publish"]
@@ -61,14 +61,10 @@ async def missed_events(holder_id: uuid.UUID, after_id: int, *, limit: int = REP
         )
     events = []
     for row in rows:
-        params = row["params"]
-        if isinstance(params, str | bytes):
-            params = msgspec.json.decode(params)
-        try:
-            title, body = render(row["kind"], row["language"], params if isinstance(params, dict) else {})
-        except (KeyError, IndexError, ValueError):  # a kind or parameter the templates no longer know
-            log.warning("inbox message %s (%s) cannot be rendered; not replayed", row["id"], row["kind"])
+        text = render_stored(row["kind"], row["language"], row["params"])
+        if text is None:  # a kind or parameter the templates no longer know: not replayed
             continue
+        title, body = text
         events.append({
             "id": row["id"], "kind": row["kind"], "trigger": row["trigger"], "title": title, "body": body,
             "link": row["link"], "created_at": row["created_at"].isoformat(), "unread": row["unread"],

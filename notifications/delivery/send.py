@@ -30,12 +30,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
-import msgspec
 from redis.asyncio import Redis
 
 from notifications.catalogue import triggers
 from notifications.channels.base import Channel, Push, Sent
-from notifications.inbox.templates import render
+from notifications.inbox.templates import render_stored
 from notifications.live import publish
 from wallet.db import connection
 
@@ -247,13 +246,10 @@ class Sender:
     def _text(self, r: asyncpg.Record) -> tuple[str, str] | _Result:
         """The title and body in the resident's language, or the delivery given up: a message its template
         cannot fill (a kind removed, a placeholder its stored params lack) would fail the same way every time."""
-        params = r["params"]
-        try:
-            params = msgspec.json.decode(params) if isinstance(params, str | bytes) else (params or {})
-            return render(r["kind"], r["language"], params)
-        except (KeyError, IndexError, ValueError, msgspec.DecodeError) as exc:
-            log.error("notification cannot be rendered", extra={"delivery": r["id"], "kind": r["kind"]})
-            return _Result(r["id"], "dead", reason=f"template {r['kind']}: cannot fill {exc!r}"[:300])
+        text = render_stored(r["kind"], r["language"], r["params"])
+        if text is None:
+            return _Result(r["id"], "dead", reason=f"template {r['kind']} cannot be filled from its stored params")
+        return text
 
     async def _live(self, r: asyncpg.Record, unread: int, now: datetime) -> _Result:
         text = self._text(r)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import msgspec
-
-from notifications.inbox.templates import render
+from notifications.inbox.templates import render_stored
 from wallet.db import connection
 
 __all__ = ["PAGE_SIZE_MAX", "list_messages", "mark_all_read", "mark_read", "unread_count"]
@@ -27,12 +25,8 @@ async def list_messages(
         )
     out = []
     for row in rows:
-        params = row["params"]
-        if isinstance(params, str | bytes):
-            params = msgspec.json.decode(params)
-        if not isinstance(params, dict):
-            params = {}
-        title, body = render(row["kind"], language, params)
+        title, body = render_stored(row["kind"], language, row["params"]) or (
+            ("通知", "") if language == "zh-CN" else ("Notification", ""))
         out.append({"id": row["id"], "kind": row["kind"], "trigger": row["trigger"], "title": title, "body": body,
                     "link": row["link"], "created_at": row["created_at"], "read_at": row["read_at"]})
     return out
