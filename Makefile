@@ -7,7 +7,7 @@ UV_VERSION := 0.13.8
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: run test bench lint fmt clean install
+.PHONY: run test bench lint fmt clean install browser
 
 install: $(VENV)/.installed
 
@@ -17,10 +17,21 @@ $(VENV)/.installed: pyproject.toml uv.lock
 	@$(UV) sync --frozen --inexact --quiet
 	@touch $@
 
+# The page tests drive Debian's chromium (no browser downloads). Installed where missing and allowed (root or
+# passwordless sudo); otherwise those tests say why they cannot run and fail.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else \
+	    echo "chromium is missing and cannot be installed without root: apt-get install chromium" >&2; exit 0; fi; \
+	  echo "installing Debian's chromium for the page tests …"; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null 2>&1 && \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium >/dev/null; }; }
+
 run: install ## start everything (embedded PostgreSQL and Valkey unless DATABASE_URL / REDIS_URL are set)
 	@$(PY) -m api.cli run
 
-test: install ## lint, then the whole suite on real servers
+test: install browser ## lint, then the whole suite on real servers (and Debian's chromium for page tests)
 	@$(VENV)/bin/ruff check --quiet .
 	@$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -21,6 +21,7 @@ from api.events import BOARD_ZONE, EVENT_HANDLERS
 from api.observability import configure_logging
 from api.settings import get_settings
 from gamification.challenges.service import step as challenge_step
+from gamification.community.follow import step as community_step
 from gamification.leaderboards.follow import follow, rebuild
 from gamification.progress.service import follow_book as evaluate_badges
 from notifications.channels.base import channel_from_env
@@ -143,6 +144,12 @@ async def deliver_notifications(ctx: dict[str, Any]) -> int:
     return total.sent
 
 
+async def count_community(ctx: dict[str, Any]) -> int:
+    """Every second: the community aggregates (pages, the city and enterprise ledgers) take the book's new
+    entries."""
+    return (await community_step()).entries
+
+
 async def tell_energy_ripe(ctx: dict[str, Any]) -> int:
     """Every 5 minutes: balls ripened in the last hour and still uncollected (one message per resident per 4 h)."""
     return await energy_ripe()
@@ -194,6 +201,7 @@ class WorkerSettings:
         cron(follow_book, second=set(range(60)), unique=True, run_at_startup=True, timeout=300, keep_result=0),
         cron(award_badges, second=set(range(0, 60, 5)), unique=True, timeout=120, keep_result=0),
         cron(count_challenges, second=set(range(60)), unique=True, timeout=120, keep_result=0),
+        cron(count_community, second=set(range(60)), unique=True, run_at_startup=True, timeout=300, keep_result=0),
         cron(deliver_notifications, second=set(range(60)), unique=True, run_at_startup=True, timeout=120,
              keep_result=0),
         # Scheduled notifications: each picks residents by their own local time, so these minutes only stagger.

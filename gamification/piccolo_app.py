@@ -5,6 +5,7 @@ from pathlib import Path
 from piccolo.conf.apps import AppConfig
 
 from gamification.challenges.tables import Challenge, ChallengeCursor, Participant
+from gamification.community.tables import CommunityCursor, CommunityDay, CommunityParticipant
 from gamification.friends.tables import Block, FriendCode, FriendRequest, Friendship
 from gamification.leaderboards.tables import Exclusion
 from gamification.progress.tables import BadgeAward, LevelReached, ProgressCursor
@@ -14,7 +15,8 @@ APP_CONFIG = AppConfig(
     app_name="gamification",
     migrations_folder_path=str(Path(__file__).parent / "piccolo_migrations"),
     table_classes=[Friendship, FriendRequest, FriendCode, Block, Team, Department, TeamMember, Exclusion,
-                   BadgeAward, ProgressCursor, LevelReached, Challenge, Participant, ChallengeCursor],
+                   BadgeAward, ProgressCursor, LevelReached, Challenge, Participant, ChallengeCursor,
+                   CommunityDay, CommunityParticipant, CommunityCursor],
     migration_dependencies=["wallet.piccolo_app"],
     commands=[],
 )
