@@ -34,6 +34,7 @@ from api.leaderboards.controllers import (
     MyLeaderboardsController,
     PublicLeaderboardsController,
 )
+from api.ledgers.controllers import LedgersController
 from api.mall.admin import LedgerAdminController, MallAdminController, ProjectAdminController
 from api.mall.controllers import MallController, RedemptionsController
 from api.methodology.controllers import MethodologyController
@@ -117,7 +118,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     oauth = Router(path="/", route_handlers=[MetadataController, OAuthController])
     social = Router(path="/", route_handlers=[FriendsController, BlocksController, TeamController, TeamAdminController])
-    notifications = Router(path="/", route_handlers=[NotificationsController, DeadLetterController, LiveController])
+    notifications = Router(path="/", route_handlers=[NotificationsController, DeadLetterController, LiveController,
+                                                     LedgersController])
     app = Litestar(
         route_handlers=[SystemController, v1, partners, energy, oauth, social, notifications],
         lifespan=[lifespan],

@@ -40,9 +40,10 @@ def add_commands(sub: Any) -> None:
     rotate.add_argument("purpose", choices=["client", "webhook"])
     rotate.add_argument("--overlap-s", type=int, default=None, help="how long current secrets keep working")
     for name in ("grant-role", "revoke-role"):
-        cmd = sub.add_parser(name, help=f"{name.split('-')[0]} a staff role (operator) for a holder's login")
+        cmd = sub.add_parser(name, help=f"{name.split('-')[0]} a staff role for a holder's login")
         cmd.add_argument("login", help="the holder's e-mail or phone number")
-        cmd.add_argument("role", choices=["operator"])
+        cmd.add_argument("role", choices=["operator", "programme_staff"])
+        cmd.add_argument("--city", default="", help="programme_staff: the city whose ledger they read")
 
 
 def _box() -> SecretBox:
@@ -68,8 +69,9 @@ async def _run(args: argparse.Namespace) -> None:
     if args.command in ("grant-role", "revoke-role"):
         holder_id = await holder_id_for_login(args.login)
         change = grant_role if args.command == "grant-role" else revoke_role
-        changed = await change(holder_id, args.role)
-        print(f"{args.command}: {args.login} {args.role}: {'done' if changed else 'no change'}")
+        changed = await change(holder_id, args.role, args.city)
+        where = f" ({args.city})" if args.city else ""
+        print(f"{args.command}: {args.login} {args.role}{where}: {'done' if changed else 'no change'}")
         return
     command = args.partner_command
     if command == "create":

@@ -9,9 +9,11 @@ from wallet.db import connection
 from wallet.errors import DomainError
 from wallet.holders.identity import normalize_login
 
-__all__ = ["ROLES", "grant_role", "has_role", "holder_id_for_login", "revoke_role"]
+__all__ = ["ROLES", "grant_role", "has_role", "holder_id_for_login", "revoke_role", "role_scopes"]
 
-ROLES = ("operator",)
+# operator: runs the service (everything staff can do). programme_staff: a city programme's staff, who read
+# that city's ledger only; the role's scope is the city (`北京市`).
+ROLES = ("operator", "programme_staff")
 
 
 async def holder_id_for_login(login: str) -> uuid.UUID:
@@ -29,6 +31,8 @@ async def grant_role(holder_id: uuid.UUID, role: str, scope: str = "") -> bool:
     """True when granted now, False when the holder already had it."""
     if role not in ROLES:
         raise DomainError("invalid", "unknown-role", f"role must be one of {', '.join(ROLES)}.")
+    if role == "programme_staff" and not scope.strip():
+        raise DomainError("invalid", "scope-required", "programme_staff needs the city it serves, e.g. 北京市.")
     async with connection() as conn:
         done = await conn.fetchval(
             """INSERT INTO holder_role (holder, role, scope, granted_at) VALUES ($1, $2, $3, now())
@@ -61,3 +65,11 @@ async def has_role(holder_id: uuid.UUID, role: str) -> bool:
                 role,
             )
         )
+
+
+async def role_scopes(holder_id: uuid.UUID, role: str) -> list[str]:
+    """The scopes a holder has a role for (e.g. the cities a programme staff member serves)."""
+    async with connection() as conn:
+        return [r["scope"] for r in await conn.fetch(
+            """SELECT r.scope FROM holder_role r JOIN holder h ON h.id = r.holder
+               WHERE r.holder = $1 AND r.role = $2 AND h.status = 'active' ORDER BY r.scope""", holder_id, role)]
