@@ -34,7 +34,7 @@ from api.leaderboards.controllers import (
     MyLeaderboardsController,
     PublicLeaderboardsController,
 )
-from api.ledgers.controllers import LedgersController
+from api.ledgers.controllers import LedgersController, PartnerLedgerController
 from api.mall.admin import LedgerAdminController, MallAdminController, ProjectAdminController
 from api.mall.controllers import MallController, RedemptionsController
 from api.methodology.controllers import MethodologyController
@@ -44,6 +44,7 @@ from api.oauth.controllers import MetadataController, OAuthController
 from api.oauth.web import WEB_SESSION_TTL_S, ConsentTokens
 from api.observability import configure_logging, install_request_context
 from api.openapi import StrictStructSchemaPlugin
+from api.pages.controllers import PagesController
 from api.partners.admin import PartnerAdminController
 from api.partners.controllers import PartnerApiController, PushController
 from api.problems import exception_handlers, unavailable
@@ -64,6 +65,7 @@ from wallet.sealing import SecretBox
 __all__ = ["create_app"]
 
 TEMPLATES = Path(__file__).parent / "oauth" / "templates"
+PAGE_TEMPLATES = Path(__file__).parent / "templates"  # the public pages: templates/pages/*.html.j2
 PARTNER_AUDIENCE = "carbon-wallet:partner-api"
 WEB_AUDIENCE = "carbon-wallet:web"
 SCOPE_SUMMARIES = {
@@ -119,9 +121,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     oauth = Router(path="/", route_handlers=[MetadataController, OAuthController])
     social = Router(path="/", route_handlers=[FriendsController, BlocksController, TeamController, TeamAdminController])
     notifications = Router(path="/", route_handlers=[NotificationsController, DeadLetterController, LiveController,
-                                                     LedgersController])
+                                                     LedgersController, PartnerLedgerController])
     app = Litestar(
-        route_handlers=[SystemController, v1, partners, energy, oauth, social, notifications],
+        route_handlers=[SystemController, PagesController, v1, partners, energy, oauth, social, notifications],
         lifespan=[lifespan],
         exception_handlers={
             **exception_handlers,
@@ -148,12 +150,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     ),
                     "PartnerToken": SecurityScheme(
                         type="oauth2",
-                        description="A partner's access token from POST /oauth/token (authorization code + PKCE).",
+                        description="A partner's access token from POST /oauth/token: for a resident (authorization "
+                                    "code + PKCE), or the partner's own (client credentials, ledger:read).",
                         flows=OAuthFlows(
                             authorization_code=OAuthFlow(
                                 authorization_url="/oauth/authorize", token_url="/oauth/token",  # noqa: S106 - a path
                                 refresh_url="/oauth/token", scopes=dict(SCOPE_SUMMARIES),
-                            )
+                            ),
+                            client_credentials=OAuthFlow(
+                                token_url="/oauth/token",  # noqa: S106 - a path
+                                scopes={"ledger:read": "Read your platform's enterprise ledger (your own token)"},
+                            ),
                         ),
                     ),
                 }
@@ -180,7 +187,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         cors_config=CORSConfig(allow_origins=[], allow_headers=["Authorization", "Content-Type", "Idempotency-Key"]),
         request_max_body_size=settings.request_body_max_bytes,
-        template_config=TemplateConfig(directory=[TEMPLATES], engine=JinjaTemplateEngine),
+        template_config=TemplateConfig(directory=[TEMPLATES, PAGE_TEMPLATES], engine=JinjaTemplateEngine),
         debug=False,
         logging_config=None,
     )
