@@ -68,7 +68,7 @@ DEMO_PARTNERS = (
         "demo-food-delivery", "demo-food-delivery-secret", _webhook_secret("demo-food-delivery"),
         PartnerSpec(
             name="绿碗外卖", name_en="GreenBowl Delivery", kind="food_delivery", redirect_uris=[DEMO_REDIRECT_URI],
-            allowed_scopes=["activities:write", "book:read", "profile:read"],
+            allowed_scopes=["activities:write", "book:read", "profile:read", "ledger:read"],
             allowed_behaviours=["no_disposable_cutlery", "clean_plate"],
         ),
     ),
@@ -161,7 +161,8 @@ async def _demo_books() -> None:
             assert partner is not None
             sub_account_id = await active_sub_account(holder_id, partner["id"])
             if sub_account_id is None:
-                linked = await link_partner(holder_id, partner["id"], list(partner["allowed_scopes"]))
+                resident_scopes = [x for x in partner["allowed_scopes"] if x != "ledger:read"]  # the partner's own
+                linked = await link_partner(holder_id, partner["id"], resident_scopes)
                 sub_account_id = linked.sub_account_id
             sources[client_id] = Source(holder_id, sub_account_id, partner["id"], "token", partner["trust_tier"],
                                         (partner["name"], partner["name_en"]), frozenset(partner["allowed_behaviours"]))

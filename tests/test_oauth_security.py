@@ -410,7 +410,8 @@ def test_garbage_code_and_unknown_grant_type(client: httpx.Client, operator: Res
     assert_oauth_error(exchange(client, partner, "", new_verifier()), "invalid_grant")
     assert_oauth_error(token_request(client, partner, grant_type="password", username="u", password="p"),
                        "unsupported_grant_type")
-    assert_oauth_error(token_request(client, partner, grant_type="client_credentials"), "unsupported_grant_type")
+    assert_oauth_error(token_request(client, partner, grant_type="urn:ietf:params:oauth:grant-type:device_code"),
+                       "unsupported_grant_type")
 
 
 def test_code_is_refused_after_the_resident_unlinks(client: httpx.Client, base_url: str,

@@ -1,7 +1,8 @@
 """Access tokens: short-lived EdDSA JWTs. One pinned algorithm, required claims, fixed issuer and audience.
 
 Residents' app tokens and partners' API tokens share the signing key but never an audience, so neither
-is accepted where the other is expected.
+is accepted where the other is expected. A partner's own token (client credentials, no resident) shares the
+partner audience but not the claims: it has no `sid` and carries `gty`, and each verifier refuses the other's.
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ import jwt
 from api.auth.keys import key_id, load_private_key
 from wallet.errors import DomainError
 
-__all__ = ["ALGORITHM", "AccessClaims", "AccessTokens", "PartnerClaims", "PartnerTokens"]
+__all__ = [
+    "ALGORITHM", "CLIENT_GRANT", "AccessClaims", "AccessTokens", "ClientClaims", "ClientTokens", "PartnerClaims",
+    "PartnerTokens",
+]
 
 ALGORITHM = "EdDSA"
 TOKEN_TYPE = "at+jwt"  # noqa: S105 - the JWT "typ" header (RFC 9068), not a secret
 LEEWAY_S = 5
+CLIENT_GRANT = "client_credentials"  # the `gty` claim of a partner's own token
 VERIFIED_CACHE_MAX = 10_000
 
 
@@ -47,7 +52,18 @@ class PartnerClaims:
     not_before: int
 
 
-C = TypeVar("C", AccessClaims, PartnerClaims)
+@dataclass(frozen=True, slots=True)
+class ClientClaims:
+    """A partner's own token (RFC 6749 §4.4): `sub` is its client id, and no resident or grant is named."""
+
+    client_id: str
+    scopes: frozenset[str]
+    jti: str
+    expires_at: int
+    not_before: int
+
+
+C = TypeVar("C", AccessClaims, PartnerClaims, ClientClaims)
 
 
 class _SignedTokens(Generic[C]):
@@ -62,13 +78,13 @@ class _SignedTokens(Generic[C]):
         self.ttl_s = ttl_s
         self._verified: OrderedDict[str, C] = OrderedDict()
 
-    def _sign(self, subject: str, session: str, extra: dict[str, Any], now_s: int | None) -> tuple[str, int]:
+    def _sign(self, subject: str, session: str | None, extra: dict[str, Any], now_s: int | None) -> tuple[str, int]:
         issued_at = int(time.time()) if now_s is None else now_s
         claims: dict[str, Any] = {
             "iss": self.issuer,
             "aud": self.audience,
             "sub": subject,
-            "sid": session,
+            **({"sid": session} if session is not None else {}),
             "iat": issued_at,
             "nbf": issued_at,
             "exp": issued_at + self.ttl_s,
@@ -128,7 +144,14 @@ class AccessTokens(_SignedTokens[AccessClaims]):
 
 
 class PartnerTokens(_SignedTokens[PartnerClaims]):
+    """Tokens acting for one resident (authorization code). `clients` signs and verifies the partner's own
+    tokens (client credentials) with the same key, issuer, audience and lifetime."""
+
     required = [*_SignedTokens.required, "client_id", "scope"]
+
+    def __init__(self, private_key_pem: bytes, *, issuer: str, audience: str, ttl_s: int) -> None:
+        super().__init__(private_key_pem, issuer=issuer, audience=audience, ttl_s=ttl_s)
+        self.clients = ClientTokens(private_key_pem, issuer=issuer, audience=audience, ttl_s=ttl_s)
 
     def issue(
         self, sub_account_id: uuid.UUID, grant_id: uuid.UUID, client_id: str, scopes: list[str], *,
@@ -139,7 +162,27 @@ class PartnerTokens(_SignedTokens[PartnerClaims]):
         )
 
     def _parse(self, claims: dict[str, Any]) -> PartnerClaims:
+        if "gty" in claims:
+            raise ValueError("a partner's own token does not act for a resident")
         return PartnerClaims(
             uuid.UUID(claims["sub"]), uuid.UUID(claims["sid"]), str(claims["client_id"]),
             frozenset(str(claims["scope"]).split()), str(claims["jti"]), int(claims["exp"]), int(claims["nbf"]),
+        )
+
+
+class ClientTokens(_SignedTokens[ClientClaims]):
+    """A partner's own token, with no resident: `sub` = `client_id`, `gty` = client_credentials, no `sid`."""
+
+    required = ["iss", "aud", "sub", "exp", "iat", "jti", "nbf", "client_id", "scope", "gty"]
+
+    def issue(self, client_id: str, scopes: list[str], *, now_s: int | None = None) -> tuple[str, int]:
+        return self._sign(client_id, None, {"client_id": client_id, "scope": " ".join(scopes), "gty": CLIENT_GRANT},
+                          now_s)
+
+    def _parse(self, claims: dict[str, Any]) -> ClientClaims:
+        if claims["gty"] != CLIENT_GRANT or "sid" in claims or claims["sub"] != claims["client_id"]:
+            raise ValueError("not a client credentials token")
+        return ClientClaims(
+            str(claims["client_id"]), frozenset(str(claims["scope"]).split()), str(claims["jti"]),
+            int(claims["exp"]), int(claims["nbf"]),
         )

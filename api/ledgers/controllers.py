@@ -11,9 +11,11 @@ from typing import Any, Literal
 import msgspec
 from litestar import Controller, Request, get
 from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.params import FromPath, FromQuery
 
 from api.auth.middleware import Principal
+from api.partners.auth import PartnerClient, authorise_ledger_client
 from api.problems import problem_responses
 from api.security import BEARER
 from gamification.community.reads import city_ledger, consistency, enterprise_ledger
@@ -21,7 +23,7 @@ from wallet.errors import DomainError
 from wallet.holders.roles import has_role, role_scopes
 from wallet.partners.service import get_partner
 
-__all__ = ["LedgersController"]
+__all__ = ["LedgersController", "PartnerLedgerController"]
 
 Req = Request[Principal, Any, State]
 By = Literal["city", "district", "community"]
@@ -165,3 +167,25 @@ class LedgersController(Controller):
         c = await consistency()
         return ConsistencyOut(ok=c.ok, resident_mg=c.resident_mg, all_mg=c.all_mg, city_mg=c.city_mg,
                               enterprise_mg=c.enterprise_mg, entries=c.entries)
+
+
+class PartnerLedgerController(Controller):
+    """The partner's own view, with its own token (OAuth client credentials, scope ledger:read)."""
+
+    path = "/v1/partner/ledger"
+    tags = ["partner API"]
+    opt = {"exclude_from_auth": True}
+    security = [{"PartnerToken": ["ledger:read"]}]
+    dependencies = {"client": Provide(authorise_ledger_client)}
+
+    @get("", operation_id="partnerGetLedger", summary="My enterprise ledger (ledger:read, client token)",
+         responses=problem_responses(400, 401, 403, 422, 429, 503))
+    async def ledger(self, client: PartnerClient, from_day: FromQuery[date | None] = None,
+                     to_day: FromQuery[date | None] = None) -> EnterpriseLedger:
+        """What residents reduced through your platform, by month and behaviour, with participants per month,
+        between two of residents' local days (at most 366; default the last 30). Ask for the token with
+        `grant_type=client_credentials&scope=ledger:read`; resident-linked tokens are refused
+        (`403 client-token-required`)."""
+        start, end = window(from_day, to_day)
+        partner = {"id": client.partner_id, "name": client.partner_name}
+        return enterprise_out(partner, await enterprise_ledger(client.partner_id, from_day=start, to_day=end))

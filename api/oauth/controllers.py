@@ -18,6 +18,7 @@ from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_200_OK, HTTP_303_SEE_OTHER
 
 from api.auth.sessions import revoke_session, start_session
+from api.oauth.client_credentials import client_credentials_scopes
 from api.oauth.grants import (
     REFRESH_PREFIX,
     GrantTokens,
@@ -62,14 +63,15 @@ TOKEN_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 class TokenResponse(msgspec.Struct, kw_only=True):
-    """RFC 6749 §5.1, plus the sub-account the tokens act for (the resident's link to your platform)."""
+    """RFC 6749 §5.1, plus the sub-account the tokens act for (the resident's link to your platform). A
+    client_credentials token acts for no resident and has no refresh token (§4.4.3): both are left out."""
 
     access_token: str
     token_type: str
     expires_in: int
-    refresh_token: str
+    refresh_token: str | msgspec.UnsetType = msgspec.UNSET
     scope: str
-    sub_account_id: str
+    sub_account_id: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class OAuthErrorBody(Problem, kw_only=True):
@@ -85,7 +87,6 @@ def _oauth_errors(*statuses: int) -> dict[int, ResponseSpec]:
                              description=HTTPStatus(status).phrase)
         for status in statuses
     }
-
 
 
 def issuer(request: Req) -> str:
@@ -127,7 +128,7 @@ class MetadataController(Controller):
             "scopes_supported": list(SCOPES),
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
-            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "code_challenge_methods_supported": ["S256"],
@@ -278,9 +279,10 @@ class OAuthController(Controller):
     async def token(self, request: Req, state: State) -> Response[TokenResponse]:
         """`application/x-www-form-urlencoded`. `grant_type=authorization_code` with `code`, `code_verifier`
         and `redirect_uri` (when the authorization request had one), or `grant_type=refresh_token` with
-        `refresh_token` (and optionally a narrower `scope`). Confidential clients authenticate with HTTP
-        Basic or `client_id` + `client_secret` in the body; public clients send `client_id` only. Errors
-        follow RFC 6749 §5.2."""
+        `refresh_token` (and optionally a narrower `scope`), or `grant_type=client_credentials` (optional
+        `scope=ledger:read`) for the partner's own token, without a resident or a refresh token. Confidential
+        clients authenticate with HTTP Basic or `client_id` + `client_secret` in the body; public clients send
+        `client_id` only. Errors follow RFC 6749 §5.2."""
         form = await request.form()
         settings = state.settings
         try:
@@ -288,6 +290,12 @@ class OAuthController(Controller):
             await check_partner_limits(state, partner["id"], partner["rate_limit_per_minute"])
             grant_type = form.get("grant_type")
             tokens: GrantTokens
+            if grant_type == "client_credentials":
+                scopes = client_credentials_scopes(partner, form.get("scope"))
+                own, _exp = state.partner_tokens.clients.issue(partner["client_id"], scopes)
+                return Response(TokenResponse(access_token=own, token_type="Bearer",  # noqa: S106
+                                              expires_in=state.partner_tokens.clients.ttl_s, scope=" ".join(scopes)),
+                                headers=TOKEN_HEADERS)
             if grant_type == "authorization_code":
                 tokens = await exchange_code(
                     partner["id"], str(form.get("code", "")), redirect_uri=form.get("redirect_uri"),
@@ -300,7 +308,8 @@ class OAuthController(Controller):
                     refresh_ttl_s=settings.partner_refresh_token_ttl_s,
                 )
             else:
-                raise OAuthError("unsupported_grant_type", "grant_type must be authorization_code or refresh_token.")
+                raise OAuthError("unsupported_grant_type",
+                                 "grant_type must be authorization_code, refresh_token or client_credentials.")
         except OAuthError as exc:
             return oauth_error(request, exc)
         except DomainError as exc:

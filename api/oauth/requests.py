@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from api.oauth.client_credentials import CLIENT_SCOPES, RESIDENT_SCOPES
 from api.oauth.grants import valid_challenge
-from wallet.partners.service import SCOPES, get_partner_by_client_id
+from wallet.partners.service import get_partner_by_client_id
 
 __all__ = ["AuthorizeRequest", "PageError", "RedirectError", "parse_authorize", "with_params"]
 
@@ -99,8 +100,12 @@ async def parse_authorize(params: Mapping[str, Sequence[str]]) -> AuthorizeReque
         raise fail("invalid_request", "code_challenge_method must be S256; plain is not supported.")
     if not valid_challenge(challenge):
         raise fail("invalid_request", "code_challenge must be 43 base64url characters (SHA-256 of the verifier).")
-    asked = scope.split() if scope else list(partner["allowed_scopes"])
-    unknown = [s for s in asked if s not in SCOPES]
+    # A resident is only ever asked for resident scopes; the partner's own (ledger:read) is not theirs to grant.
+    asked = scope.split() if scope else [s for s in partner["allowed_scopes"] if s in RESIDENT_SCOPES]
+    own = [s for s in asked if s in CLIENT_SCOPES]
+    if own:
+        raise fail("invalid_scope", f"{' '.join(own)} is your platform's own scope: use grant_type=client_credentials.")
+    unknown = [s for s in asked if s not in RESIDENT_SCOPES]
     if unknown:
         raise fail("invalid_scope", f"Unknown scope: {' '.join(unknown)}.")
     beyond = [s for s in asked if s not in partner["allowed_scopes"]]
@@ -108,6 +113,6 @@ async def parse_authorize(params: Mapping[str, Sequence[str]]) -> AuthorizeReque
         raise fail("invalid_scope", f"This client may not ask for: {' '.join(beyond)}.")
     if not asked:
         raise fail("invalid_scope", "Ask for at least one scope.")
-    scopes = [s for s in SCOPES if s in set(asked)]
+    scopes = [s for s in RESIDENT_SCOPES if s in set(asked)]
     return AuthorizeRequest(partner, redirect_uri, scopes, state, challenge, given)
 

@@ -25,7 +25,8 @@ def add_commands(sub: Any) -> None:
                         help="food_delivery, logistics, second_hand, bike_share, transit, maps, employer, other")
     create.add_argument("--public", action="store_true", help="a public client (app only, PKCE, no client secret)")
     create.add_argument("--redirect-uri", action="append", required=True, help="exact match; repeat for several")
-    create.add_argument("--scope", action="append", required=True, help="activities:write, book:read, profile:read")
+    create.add_argument("--scope", action="append", required=True,
+                        help="activities:write, book:read, profile:read; ledger:read (its own client token)")
     create.add_argument("--behaviour", action="append", default=[], help="a behaviour code it may report; repeat")
     create.add_argument("--trust-tier", default="verified", help="verified, device or self_reported")
     create.add_argument("--rate-limit-per-minute", type=int, default=600)

@@ -45,7 +45,7 @@ Quantity = Annotated[
     int, msgspec.Meta(ge=1, le=10**12, description="How many units of the behaviour's unit (e.g. 1 order, 3200 steps).")
 ]
 Kind = Literal["food_delivery", "logistics", "second_hand", "bike_share", "transit", "maps", "employer", "other"]
-Scope = Literal["activities:write", "book:read", "profile:read"]
+Scope = Literal["activities:write", "book:read", "profile:read", "ledger:read"]  # ledger:read: client_credentials only
 TrustTier = Literal["verified", "device", "self_reported"]
 RedirectUri = Annotated[str, msgspec.Meta(min_length=1, max_length=500, examples=["https://partner.example/cb"])]
 Limit = Annotated[int, msgspec.Meta(ge=1, le=10_000_000)]
