@@ -17,16 +17,19 @@ $(VENV)/.installed: pyproject.toml uv.lock
 	@$(UV) sync --frozen --inexact --quiet
 	@touch $@
 
-# The page tests drive Debian's chromium (no browser downloads). Installed where missing and allowed (root or
-# passwordless sudo); otherwise those tests say why they cannot run and fail.
+# The page tests drive Debian's chromium (no browser downloads), with a CJK font so screenshots show Chinese.
+# Installed where missing and allowed (root or passwordless sudo); otherwise the browser tests say why they fail.
+BROWSER_PACKAGES := chromium fonts-wqy-microhei
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
+	@if ! command -v chromium >/dev/null 2>&1 || ! fc-list :lang=zh 2>/dev/null | grep -q .; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else \
-	    echo "chromium is missing and cannot be installed without root: apt-get install chromium" >&2; exit 0; fi; \
-	  echo "installing Debian's chromium for the page tests …"; \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    echo "chromium or a CJK font is missing and cannot be installed without root:" \
+	         "apt-get install $(BROWSER_PACKAGES)" >&2; exit 0; fi; \
+	  echo "installing $(BROWSER_PACKAGES) for the page tests …"; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $(BROWSER_PACKAGES) >/dev/null 2>&1 || \
 	  { $$SUDO apt-get update -q >/dev/null 2>&1 && \
-	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium >/dev/null; }; }
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $(BROWSER_PACKAGES) >/dev/null; }; \
+	fi
 
 run: install ## start everything (embedded PostgreSQL and Valkey unless DATABASE_URL / REDIS_URL are set)
 	@$(PY) -m api.cli run

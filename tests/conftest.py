@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -47,6 +48,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     servers = _SESSION.pop("servers", None)
     if servers is not None:
         servers.stop()  # type: ignore[attr-defined]
+    work = _SESSION.pop("work", None)
+    if isinstance(work, Path) and not os.environ.get("CW_KEEP_TEST_DATA"):
+        # A session's databases, logs and API processes' files: gigabytes after a few runs if left behind.
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

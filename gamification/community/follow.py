@@ -50,9 +50,18 @@ people AS (
   INSERT INTO community_participant (scope, day, holder)
   SELECT DISTINCT scope, day, holder FROM new WHERE kind = 'credit'
   ON CONFLICT (scope, day, holder) DO NOTHING
+  RETURNING 1),
+members AS (
+  INSERT INTO community_member (scope, holder)
+  SELECT DISTINCT scope, holder FROM new WHERE kind = 'credit'
+  ON CONFLICT (scope, holder) DO NOTHING
+  RETURNING scope),
+counted AS (
+  INSERT INTO community_scope (scope, participants) SELECT scope, count(*) FROM members GROUP BY scope
+  ON CONFLICT (scope) DO UPDATE SET participants = community_scope.participants + EXCLUDED.participants
   RETURNING 1)
 SELECT (SELECT count(*) FROM new WHERE scope = 'all') AS entries, (SELECT count(*) FROM days) AS rows,
-       (SELECT count(*) FROM people) AS participants
+       (SELECT count(*) FROM people) AS participants, (SELECT count(*) FROM counted) AS scopes
 """  # noqa: S608 - constant fragments
 
 

@@ -22,8 +22,9 @@ GRANULARITY = ("city", "district", "community")
 
 
 async def scope_summary(scope: str, *, today: date, days: int = 30, top: int = 5) -> dict[str, Any]:
-    """What a public page shows of a scope: totals (all time and the last `days`), participants, one point per
-    day of the last `days` (zeros included), the breakdown by category and the top behaviours, all in mg."""
+    """What a public page shows of a scope: totals (all time and the last `days`), participants (all time, a
+    counter the step keeps), one point per day of the last `days` (zeros included), the breakdown by category and
+    the top behaviours, all in mg."""
     since = today - timedelta(days=days - 1)
     async with engine().transaction() as tx:  # one snapshot: the numbers agree with one another
         conn = tx.connection
@@ -32,10 +33,8 @@ async def scope_summary(scope: str, *, today: date, days: int = 30, top: int = 5
                       coalesce(sum(reduction_mg) FILTER (WHERE day >= $2), 0)::bigint AS recent_mg,
                       coalesce(sum(credits - reversals), 0)::bigint AS actions
                FROM community_day WHERE scope = $1""", scope, since)
-        people = await conn.fetchrow(
-            """SELECT count(DISTINCT holder) AS participants,
-                      count(DISTINCT holder) FILTER (WHERE day >= $2) AS recent_participants
-               FROM community_participant WHERE scope = $1""", scope, since)
+        participants = await conn.fetchval(
+            "SELECT coalesce(max(participants), 0) FROM community_scope WHERE scope = $1", scope)
         by_day = {r["day"]: r["mg"] for r in await conn.fetch(
             """SELECT day, sum(reduction_mg)::bigint AS mg FROM community_day
                WHERE scope = $1 AND day BETWEEN $2 AND $3 GROUP BY day""", scope, since, today)}
@@ -50,8 +49,7 @@ async def scope_summary(scope: str, *, today: date, days: int = 30, top: int = 5
         counted_at = await conn.fetchval("SELECT updated_at FROM community_cursor WHERE id = 1")
     return {
         "scope": scope, "total_mg": totals["total_mg"], "recent_mg": totals["recent_mg"],
-        "actions": totals["actions"], "participants": people["participants"],
-        "recent_participants": people["recent_participants"], "days": days, "counted_at": counted_at,
+        "actions": totals["actions"], "participants": participants, "days": days, "counted_at": counted_at,
         "series": [(since + timedelta(days=i), by_day.get(since + timedelta(days=i), 0)) for i in range(days)],
         "categories": [(r["category"], r["mg"]) for r in categories],
         "behaviours": [dict(r) for r in behaviours],
@@ -163,4 +161,4 @@ async def scopes_like(prefix: str, *, limit: int = 200) -> list[str]:
     async with connection() as conn:
         return [r["scope"] for r in await conn.fetch(
             "SELECT DISTINCT scope FROM community_day WHERE scope LIKE $1 ORDER BY scope LIMIT $2",
-            prefix.replace("%", r"\%") + "%", limit)]
+            prefix.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%", limit)]

@@ -36,3 +36,18 @@ class CommunityCursor(Table, tablename="community_cursor"):
     id = Integer(primary_key=True)
     snapshot = Text()
     updated_at = Timestamptz(default=TimestamptzNow())
+
+
+class CommunityMember(Table, tablename="community_member"):
+    """Everyone who ever had a credited action in a scope, once (UNIQUE (scope, holder)): the step counts new
+    members into `community_scope`, so a page reads a city's participants without counting a million rows."""
+
+    scope = Varchar(length=300)
+    holder = UUID()
+
+
+class CommunityScope(Table, tablename="community_scope"):
+    """Participants of a scope (all time), kept by the step with its members. UNIQUE (scope)."""
+
+    scope = Varchar(length=300)
+    participants = BigInt(default=0)
