@@ -10,8 +10,9 @@ import os
 import random
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -35,7 +36,9 @@ async def arena(passwords: object, settings: Any, client: httpx.Client, db: obje
 
 
 def today() -> date:
-    return datetime.now(UTC).date()
+    """Residents' local day (entries are dated in their time zone, Asia/Shanghai for these residents): a UTC date
+    is a day behind from 16:00 UTC."""
+    return datetime.now(ZoneInfo("Asia/Shanghai")).date()
 
 
 async def reverse(operator: Resident, receipt: Any) -> None:

@@ -100,8 +100,9 @@ class MyCities(msgspec.Struct, kw_only=True):
 
 
 def window(from_day: date | None, to_day: date | None) -> tuple[date, date]:
-    """Default: the last 30 days (UTC dates; rows are residents' local days)."""
-    to_day = to_day or datetime.now(UTC).date()
+    """Default: the 30 days up to the latest local day anywhere (rows are residents' local days, and a resident
+    in Shanghai is a day ahead of UTC from 16:00 UTC)."""
+    to_day = to_day or (datetime.now(UTC) + timedelta(hours=14)).date()
     return from_day or to_day - timedelta(days=29), to_day
 
 

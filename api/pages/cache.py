@@ -56,18 +56,25 @@ class _Entry(Generic[T]):
 class Memo(Generic[T]):
     """Values by key: fresh for `ttl_s`, then served for up to `stale_s` more while one task refreshes them."""
 
-    def __init__(self, *, ttl_s: float, stale_s: float, size_max: int) -> None:
+    def __init__(self, *, ttl_s: float, stale_s: float, size_max: int,
+                 keep: Callable[[T], bool] | None = None, misses_max: int = 256) -> None:
         self.ttl_s = ttl_s
         self.stale_s = stale_s
         self.size_max = size_max
+        self._keep = keep
+        self._misses_max = misses_max
         self._entries: OrderedDict[Hashable, _Entry[T]] = OrderedDict()
+        # Values `keep` refuses (pages of places that do not exist) live apart, in a smaller LRU: requests for
+        # made-up URLs cannot push real pages out.
+        self._misses: OrderedDict[Hashable, _Entry[T]] = OrderedDict()
         self._pending: dict[Hashable, asyncio.Task[T]] = {}
 
     async def get(self, key: Hashable, make: Callable[[], Awaitable[T]]) -> T:
         now = time.monotonic()
-        hit = self._entries.get(key)
+        store = self._entries if key in self._entries else self._misses
+        hit = store.get(key)
         if hit is not None and hit.fresh_until > now:
-            self._entries.move_to_end(key)
+            store.move_to_end(key)
             return hit.value
         if hit is not None and hit.stale_until > now:
             if key not in self._pending:
@@ -95,10 +102,15 @@ class Memo(Generic[T]):
                 log.warning("page refresh failed", extra={"key": repr(key)[:200], "error": repr(error)[:300]})
             return
         now = time.monotonic()
-        self._entries[key] = _Entry(task.result(), now + self.ttl_s, now + self.ttl_s + self.stale_s)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.size_max:
-            self._entries.popitem(last=False)
+        value = task.result()
+        kept = self._keep is None or self._keep(value)
+        store, bound = (self._entries, self.size_max) if kept else (self._misses, self._misses_max)
+        (self._misses if kept else self._entries).pop(key, None)
+        store[key] = _Entry(value, now + self.ttl_s, now + self.ttl_s + self.stale_s)
+        store.move_to_end(key)
+        while len(store) > bound:
+            store.popitem(last=False)
 
     def clear(self) -> None:
         self._entries.clear()
+        self._misses.clear()

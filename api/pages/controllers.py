@@ -44,7 +44,8 @@ class _Caches:
     """The rendered pages and the data behind them (shared by every language and period of a page)."""
 
     def __init__(self) -> None:
-        self.pages: Memo[Page] = Memo(ttl_s=PAGE_TTL_S, stale_s=PAGE_STALE_S, size_max=PAGES_MAX)
+        self.pages: Memo[Page] = Memo(ttl_s=PAGE_TTL_S, stale_s=PAGE_STALE_S, size_max=PAGES_MAX,
+                                      keep=lambda page: page.status == 200)
         self.data: Memo[Any] = Memo(ttl_s=PAGE_TTL_S, stale_s=PAGE_STALE_S, size_max=DATA_MAX)
 
 

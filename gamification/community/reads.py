@@ -157,8 +157,9 @@ async def consistency() -> Consistency:
 
 
 async def scopes_like(prefix: str, *, limit: int = 200) -> list[str]:
-    """Scopes under a prefix (the districts of a city, the communities of a district), for pages' links."""
+    """Scopes under a prefix (the districts of a city, the communities of a district) that someone took part
+    in, for pages' links: one row per scope, through a prefix index."""
     async with connection() as conn:
         return [r["scope"] for r in await conn.fetch(
-            "SELECT DISTINCT scope FROM community_day WHERE scope LIKE $1 ORDER BY scope LIMIT $2",
+            "SELECT scope FROM community_scope WHERE scope LIKE $1 ORDER BY scope LIMIT $2",
             prefix.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%", limit)]
