@@ -212,6 +212,12 @@ async def test_a_valkey_restart_ends_open_streams_and_reconnecting_replays_what_
                 return (await http.get("/ready")).status_code == 200
 
             await eventually(ready, "the API sees Valkey again")
+
+            async def streams() -> bool:  # the pub/sub connection reconnects on its own backoff, after /ready
+                async with http.stream("GET", "/v1/me/stream", headers=lin.headers) as attempt:
+                    return attempt.status_code == 200
+
+            await eventually(streams, "the live stream's pub/sub is back")
         async with streaming(api.base_url, lin, last_event_id=str(seen)) as stream:
             assert [m["id"] for m in await stream.until_live()] == [missed]
             await subscribed(publisher, lin.holder_id, 1)  # the refused attempt left nothing behind
