@@ -26,6 +26,7 @@ from gamification.progress.rules import rules, streak_of
 from notifications.inbox.templates import templates
 from notifications.notify import BATCH as NOTIFY_BATCH
 from notifications.notify import notify_many
+from wallet.book.snapshots import COMMITTED_BETWEEN
 from wallet.db import connection, engine
 
 __all__ = ["BATCH", "NAMESPACE", "OVERTAKEN_CURSOR", "challenge_ending", "energy_expiring", "energy_ripe",
@@ -225,12 +226,11 @@ async def streak_at_risk(*, now: datetime | None = None, hour: int = 20, batch: 
 
 # -- overtaken ------------------------------------------------------------------------------------------
 
-_MOVED = """
+_MOVED = f"""
 SELECT DISTINCT e.holder FROM book_entry e JOIN holder h ON h.id = e.holder AND h.status = 'active'
-WHERE e.txid >= pg_snapshot_xmin($1::text::pg_snapshot) AND NOT pg_visible_in_snapshot(e.txid, $1::text::pg_snapshot)
-  AND pg_visible_in_snapshot(e.txid, $2::text::pg_snapshot) AND e.occurred_at >= $3 AND e.occurred_at < $4
+WHERE {COMMITTED_BETWEEN} AND e.occurred_at >= $3 AND e.occurred_at < $4
   AND NOT EXISTS (SELECT 1 FROM competition_exclusion x WHERE x.holder = e.holder)
-ORDER BY e.holder"""
+ORDER BY e.holder"""  # noqa: S608 - constant fragments
 # Mirrors the friends board (gamification/leaderboards/service.py `friends_board`): friends see each other
 # whether or not they show on public boards; anyone excluded from competition is left out.
 _FRIENDS = """

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from wallet.book.snapshots import COMMITTED_BETWEEN
+
 __all__ = ["STEP", "amount", "counts", "cursor", "whole"]
 
 
@@ -38,8 +40,7 @@ def whole(kind: str, amount: str) -> str:
 STEP = f"""
 WITH new AS (
   SELECT e.txid, e.holder, e.behaviour, e.occurred_at, e.kind, e.reduction_mg, e.energy FROM book_entry e
-  WHERE e.txid >= pg_snapshot_xmin($1::text::pg_snapshot) AND NOT pg_visible_in_snapshot(e.txid, $1::text::pg_snapshot)
-    AND pg_visible_in_snapshot(e.txid, $2::text::pg_snapshot)),
+  WHERE {COMMITTED_BETWEEN}),
 added AS (
   SELECT p.challenge, p.holder, c.goal_kind, sum({amount('n')}) AS d
   FROM new n JOIN challenge_participant p ON p.holder = n.holder JOIN challenge c ON c.id = p.challenge

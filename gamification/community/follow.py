@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from wallet.book.snapshots import COMMITTED_BETWEEN
 from wallet.db import engine
 
 __all__ = ["Step", "scopes_of_entry", "step"]
@@ -35,8 +36,7 @@ WITH new AS (
   LEFT JOIN team_member m ON m.holder = e.holder AND m.left_at IS NULL
   CROSS JOIN LATERAL unnest({SCOPES_SQL}) AS s(scope)
   WHERE s.scope IS NOT NULL
-    AND e.txid >= pg_snapshot_xmin($1::text::pg_snapshot) AND NOT pg_visible_in_snapshot(e.txid, $1::text::pg_snapshot)
-    AND pg_visible_in_snapshot(e.txid, $2::text::pg_snapshot)),
+    AND {COMMITTED_BETWEEN}),
 days AS (
   INSERT INTO community_day (scope, behaviour, category, day, reduction_mg, credits, reversals)
   SELECT scope, behaviour, min(category), day, sum(reduction_mg), count(*) FILTER (WHERE kind = 'credit'),

@@ -37,6 +37,7 @@ from gamification.leaderboards.store import (
     remove_commands,
     scripts,
 )
+from wallet.book.snapshots import COMMITTED_BETWEEN
 from wallet.db import connection
 
 __all__ = ["CURSOR", "LOCK", "follow", "rebuild", "reseat", "seat_from", "seat_row"]
@@ -60,8 +61,7 @@ def seat_from(row: Any) -> Seat:
 _NEW_ENTRIES = f"""
 SELECT e.id, e.txid::text AS txid, e.holder, e.reduction_mg, e.occurred_at, e.recorded_at, {SEAT_COLUMNS}
 FROM book_entry e JOIN holder h ON h.id = e.holder {SEAT_JOINS}
-WHERE e.txid >= pg_snapshot_xmin($1::text::pg_snapshot) AND NOT pg_visible_in_snapshot(e.txid, $1::text::pg_snapshot)
-  AND pg_visible_in_snapshot(e.txid, $2::text::pg_snapshot) AND (e.txid, e.id) > ($3::text::xid8, $4::bigint)
+WHERE {COMMITTED_BETWEEN} AND (e.txid, e.id) > ($3::text::xid8, $4::bigint)
 ORDER BY e.txid, e.id LIMIT $5
 """  # noqa: S608 - constant fragments
 

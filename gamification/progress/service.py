@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from gamification.progress.rules import Badge, Streak, level_of, rules, streak_of
+from wallet.book.snapshots import COMMITTED_BETWEEN
 from wallet.db import connection, engine
 from wallet.methodology.catalogue import behaviours
 from wallet.outbox.service import Event, EventHandler, record_events
@@ -150,11 +151,10 @@ async def badges_of(holder_id: uuid.UUID) -> list[dict[str, Any]]:
             "SELECT badge, awarded_at FROM badge_award WHERE holder = $1 ORDER BY awarded_at", holder_id)]
 
 
-_CHANGED = """
+_CHANGED = f"""
 SELECT DISTINCT e.holder FROM book_entry e
-WHERE e.txid >= pg_snapshot_xmin($1::text::pg_snapshot) AND NOT pg_visible_in_snapshot(e.txid, $1::text::pg_snapshot)
-  AND pg_visible_in_snapshot(e.txid, $2::text::pg_snapshot)
-"""
+WHERE {COMMITTED_BETWEEN}
+"""  # noqa: S608 - constant fragments
 
 
 async def follow_book(*, batch: int = 500) -> int:
