@@ -37,6 +37,8 @@ from api.leaderboards.controllers import (
 from api.ledgers.controllers import LedgersController, PartnerLedgerController
 from api.mall.admin import LedgerAdminController, MallAdminController, ProjectAdminController
 from api.mall.controllers import MallController, RedemptionsController
+from api.market.admin import MarketAdminController
+from api.market.controllers import MarketController, MyMarketController
 from api.methodology.controllers import MethodologyController
 from api.notifications.controllers import DeadLetterController, NotificationsController
 from api.notifications.stream import LiveController, live_plugin
@@ -122,8 +124,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
     social = Router(path="/", route_handlers=[FriendsController, BlocksController, TeamController, TeamAdminController])
     notifications = Router(path="/", route_handlers=[NotificationsController, DeadLetterController, LiveController,
                                                      LedgersController, PartnerLedgerController])
+    market = Router(path="/", route_handlers=[MarketController, MyMarketController, MarketAdminController])
     app = Litestar(
-        route_handlers=[SystemController, PagesController, v1, partners, energy, oauth, social, notifications],
+        route_handlers=[SystemController, PagesController, v1, partners, energy, oauth, social, notifications,
+                        market],
         lifespan=[lifespan],
         exception_handlers={
             **exception_handlers,
@@ -173,6 +177,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 Tag(name="energy", description="My green energy: balances, energy balls, friends helping, statement."),
                 Tag(name="mall", description="Rewards to redeem energy for, and my redemptions (two-phase)."),
                 Tag(name="donations", description="Projects residents give energy to, and their certificates."),
+                Tag(name="market", description="The carbon market: programmes, lots sold on an exchange, my choice "
+                                               "to have my reductions sold, my statement; operators run lots and sales."),
                 Tag(name="challenges", description="Collective goals for a team, community or city."),
                 Tag(name="progress", description="My level, daily green streak and badges."),
                 Tag(name="leaderboards", description="Boards by period and scope, my rank, friends, per capita."),

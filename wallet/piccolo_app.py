@@ -12,6 +12,15 @@ from wallet.holders.tables import Holder, HolderRole
 from wallet.intake.tables import Activity, PushReceipt
 from wallet.ledger.tables import LedgerAccount, LedgerTransfer
 from wallet.mall.tables import Redemption, Reward, RewardVoucher
+from wallet.market.tables import (
+    MarketConsent,
+    MarketLot,
+    MarketLotHolder,
+    MarketLotItem,
+    MarketPayout,
+    MarketProgramme,
+    MarketSale,
+)
 from wallet.outbox.tables import HandledEvent, OutboxEvent
 from wallet.partners.tables import Partner, PartnerSecret
 
@@ -20,7 +29,9 @@ APP_CONFIG = AppConfig(
     migrations_folder_path=str(Path(__file__).parent / "piccolo_migrations"),
     table_classes=[Holder, HolderRole, OutboxEvent, HandledEvent, Partner, PartnerSecret, SubAccount, Consent,
                    Activity, PushReceipt, BookHead, BookEntry, LedgerAccount, LedgerTransfer, EnergyBall,
-                   EnergyPreference, Reward, RewardVoucher, Redemption, DonationProject, DonationCertificate],
+                   EnergyPreference, Reward, RewardVoucher, Redemption, DonationProject, DonationCertificate,
+                   MarketProgramme, MarketConsent, MarketLot, MarketLotItem, MarketLotHolder, MarketSale,
+                   MarketPayout],
     migration_dependencies=[],
     commands=[],
 )

@@ -1,5 +1,6 @@
 """Reconciliation (LEDGER L11): what must hold between transfers, cached balances, energy balls, the book,
-redemptions and donation projects. Run by `carbon-wallet ledger check`, the operators' API, and after every
+redemptions, donation projects, and the carbon market's lots, sales and money ledger (`wallet/market/check.py`).
+Run by `carbon-wallet ledger check`, the operators' API, and after every
 concurrency and fault test. Each check is one query that lists offenders (at most a few, as examples)."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wallet.db import connection
+from wallet.market.check import MARKET_CHECKS, recomputed_manifests, recomputed_splits
 
 __all__ = ["Finding", "Report", "check_ledger"]
 
@@ -95,7 +97,7 @@ _CHECKS: dict[str, str] = {
 async def check_ledger(*, examples: int = 5) -> Report:
     findings: list[Finding] = []
     async with connection() as conn:
-        for name, sql in _CHECKS.items():
+        for name, sql in {**_CHECKS, **MARKET_CHECKS}.items():
             rows = await conn.fetch(f"SELECT * FROM ({sql}) AS offenders LIMIT {examples + 1}")  # noqa: S608
             count = len(rows) if len(rows) <= examples else await conn.fetchval(
                 f"SELECT count(*) FROM ({sql}) AS offenders"  # noqa: S608 - constant SQL
@@ -103,4 +105,9 @@ async def check_ledger(*, examples: int = 5) -> Report:
             findings.append(Finding(name, not rows, count,
                                     [{k: str(v) if v is not None else None for k, v in dict(r).items()}
                                      for r in rows[:examples]]))
+        for name, recompute in (("lot-manifest-hash-recomputes", recomputed_manifests),
+                                ("settlement-split-recomputes", recomputed_splits)):
+            found = await recompute(conn)
+            findings.append(Finding(name, not found, len(found), [{k: str(v) for k, v in f.items()}
+                                                                  for f in found[:examples]]))
     return Report(findings)
