@@ -1,5 +1,5 @@
 """`carbon-wallet`: the operator CLI (run, migrate, seed-demo, partner …, grant-role, revoke-role,
-verify-books, reward …, project …, ledger check, energy expire|award, team …)."""
+verify-books, reward …, project …, ledger check, energy expire|award, team …, market …)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from api.book.cli import run_command as run_book_command
 from api.mall.cli import COMMANDS as MALL_COMMANDS
 from api.mall.cli import add_commands as add_mall_commands
 from api.mall.cli import run_command as run_mall_command
+from api.market.cli import COMMANDS as MARKET_COMMANDS
+from api.market.cli import add_commands as add_market_commands
+from api.market.cli import run_command as run_market_command
 from api.partners.cli import add_commands, run_command
 from api.teams.cli import COMMANDS as TEAM_COMMANDS
 from api.teams.cli import add_commands as add_team_commands
@@ -35,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     add_book_commands(sub)
     add_mall_commands(sub)
     add_team_commands(sub)
+    add_market_commands(sub)
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -56,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_mall_command(args, database_url)
     if args.command in TEAM_COMMANDS:
         return run_team_command(args, database_url)
+    if args.command in MARKET_COMMANDS:
+        return run_market_command(args, database_url)
     if args.command == "verify-books":
         return run_book_command(args, database_url)
     if args.command == "seed-demo" and os.environ.get("CW_ENV") == "production":

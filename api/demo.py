@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from api.challenges.demo import seed_challenges
 from api.mall.demo import seed_mall
+from api.market.demo import seed_market
 from api.teams.demo import seed_friends_and_team
 from notifications.devices import register_device
 from wallet.accounts.service import active_sub_account, ensure_self_sub_account, link_partner
@@ -127,6 +128,7 @@ async def seed_demo(passwords: Passwords, box: SecretBox) -> int:
     await seed_mall(residents, await holder_id_for_login(DEMO_OPERATOR))
     await seed_friends_and_team([await holder_id_for_login(d.login) for d in DEMO_HOLDERS])
     await seed_challenges(residents)
+    await seed_market(residents, await holder_id_for_login(DEMO_OPERATOR))
     # The first demo resident's phone, so the worker's log shows pushes on a fresh `make run` (no provider is
     # configured locally: pushes go to the log channel).
     await register_device(residents[0], None, "fcm", "demo-phone-fcm-registration-token-0001", "demo")

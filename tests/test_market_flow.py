@@ -4,6 +4,13 @@ settles with a public-benefit share, each resident's statement, the public accou
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import subprocess
+import sys
+import uuid
+from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,8 +18,10 @@ import pytest
 
 from tests.ledger_support import Kit, assert_ledger_ok, make_kit
 from tests.market_support import contributor, mg_of, new_programme, opt_out_everyone
-from tests.support import Resident, assert_problem
+from tests.support import Resident, assert_problem, deliver_pending_events
 from wallet.ledger.allocation import largest_remainder
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 
@@ -97,4 +106,47 @@ async def test_a_lot_from_pooling_to_payout(client: httpx.Client, operator: Resi
     assert_problem(operator.post(f"/v1/admin/market/lots/{lot['id']}/sales", json={
         "buyer": "x", "exchange_ref": "another", "sale_date": "2026-11-20", "price_per_tonne_fen": 1}), 409, "lot-sold")
     assert_problem(operator.post(f"/v1/admin/market/lots/{lot['id']}/cancel", json={"reason": "x"}), 409, "lot-sold")
+    await deliver_pending_events()
+    inbox = a.get(client, "/v1/me/inbox").json()
+    (told,) = [m for m in inbox["items"] if m["kind"] == "market_paid_fen"]
+    assert told["link"] == f"carbonwallet://market/lots/{lot['id']}" and told["trigger"] == "market_paid"
+    assert f"{shares[0] // 100}.{shares[0] % 100:02d}" in told["body"], told
+    await assert_ledger_ok()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "api.cli", "market", *args], cwd=ROOT, env=dict(os.environ),
+                          capture_output=True, text=True, timeout=120)
+
+
+async def test_the_cli_runs_a_lot_from_programme_to_settlement(tmp_path: Path, kit: Kit) -> None:
+    await contributor(kit.template, kit.partner, kit.tokens, [4000])
+    await contributor(kit.template, kit.partner, kit.tokens, [6000])
+    code = f"cli-{uuid.uuid4().hex[:8]}"
+    spec = tmp_path / "programme.json"
+    spec.write_text(json.dumps({
+        "code": code, "name_zh": "命令行项目", "name_en": "CLI programme", "exchange_zh": "广州碳排放权交易所",
+        "exchange_en": "China Emissions Exchange Guangzhou", "behaviours": ["clothes_recycling@1"],
+        "period_from": (date.today() - timedelta(days=3)).isoformat(),
+        "period_to": (date.today() + timedelta(days=2)).isoformat(), "settle_days": 0,
+        "payout": "energy", "energy_per_fen": 100}, ensure_ascii=False), encoding="utf-8")
+    made = _cli("programme-create", str(spec))
+    assert made.returncode == 0, made.stderr
+    assert _cli("programme-create", str(spec)).returncode == 1, "a code is published once"
+    assert json.loads(_cli("eligible", code).stdout)["reduction_mg"] == mg_of(10_000)
+    lot = _cli("lot-create", code, str(mg_of(10_000)))
+    assert lot.returncode == 0 and "open" in lot.stdout, lot.stderr
+    lot_id = int(lot.stdout.split()[1])
+    out = tmp_path / "manifest.json"
+    exported = _cli("manifest", str(lot_id), "-o", str(out))
+    assert exported.returncode == 0, exported.stderr
+    sha = hashlib.sha256(b"carbon-lot/v1\n" + out.read_bytes()).hexdigest()
+    assert sha in exported.stderr and sha in lot.stdout
+    assert _cli("manifest", str(lot_id), "--csv").stdout.count("\n") == 3
+    sale = _cli("sale-record", str(lot_id), "--buyer", "CLI Buyer", "--ref", f"GZ-{code}", "--date", "2026-11-20",
+                "--price", "90000")
+    assert sale.returncode == 0, sale.stderr
+    settled = _cli("sale-settle", str(json.loads(sale.stdout)["id"]))
+    assert settled.returncode == 0 and json.loads(settled.stdout)["state"] == "settled", settled.stderr
+    assert _cli("lot-cancel", str(lot_id), "too late").returncode == 1, "a sold lot is never released"
     await assert_ledger_ok()

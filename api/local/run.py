@@ -129,6 +129,7 @@ def run(*, host: str, port: int, web_workers: int, seed: bool) -> int:
             f"  ready        {base}/ready\n"
             f"  metrics      {base}/metrics\n"
             f"  live stream  {base}/v1/me/stream (Bearer token; pushes appear in this log as \"push\" lines)\n"
+            f"  public pages {base}/ (cities, teams, partners) and the carbon market's lots at {base}/lots\n"
             + (
                 "  demo login   lin@demo.carbon-wallet.dev / green-demo-2026 (operator: ops@demo.carbon-wallet.dev)\n"
                 f"  link a demo partner  {base}/oauth/authorize?response_type=code&client_id=demo-food-delivery"

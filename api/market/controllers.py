@@ -3,6 +3,7 @@ my reductions sold, and my statement (which of my entries went into which lot, a
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from litestar import Controller, Request, get, put
@@ -30,7 +31,7 @@ from wallet.errors import DomainError
 from wallet.market.programmes import get_programme, list_programmes
 from wallet.market.statements import get_consent, my_lot, my_market, public_lot, public_lots, set_consent
 
-__all__ = ["MarketController", "MyMarketController", "before_checked", "lot_id_checked"]
+__all__ = ["MarketController", "MyMarketController", "before_checked", "lot_id_checked", "market_statement"]
 
 Req = Request[Principal, Any, State]
 
@@ -39,6 +40,14 @@ def lot_id_checked(lot_id: int) -> int:
     if not 1 <= lot_id < 2**63:
         raise DomainError("not_found", "lot-not-found", "No lot has this id.")
     return lot_id
+
+
+async def market_statement(holder_id: uuid.UUID) -> MyMarketOut:
+    """Also part of the personal data export."""
+    out = await my_market(holder_id)
+    return MyMarketOut(consent=ConsentOut(**out["consent"]), balance_fen=out["balance_fen"],
+                       received_fen=out["received_fen"], received_energy=out["received_energy"],
+                       lots=[my_lot_summary(r) for r in out["lots"]])
 
 
 def before_checked(before: int | None) -> int | None:
@@ -86,10 +95,7 @@ class MyMarketController(Controller):
          responses=problem_responses(401, 503))
     async def statement(self, request: Req) -> MyMarketOut:
         """My choice, my money balance (fen), what lots have paid me, and every lot holding my entries."""
-        out = await my_market(request.user.holder_id)
-        return MyMarketOut(consent=ConsentOut(**out["consent"]), balance_fen=out["balance_fen"],
-                           received_fen=out["received_fen"], received_energy=out["received_energy"],
-                           lots=[my_lot_summary(r) for r in out["lots"]])
+        return await market_statement(request.user.holder_id)
 
     @get("/consent", operation_id="getMyMarketConsent", summary="Whether my reductions may be sold",
          responses=problem_responses(401, 503))

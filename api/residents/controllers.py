@@ -21,6 +21,7 @@ from api.auth.sessions import (
     rotate_refresh_token,
     start_session,
 )
+from api.market.controllers import market_statement
 from api.problems import problem_responses
 from api.residents.schemas import (
     ChangePassword,
@@ -281,6 +282,7 @@ class MeController(Controller):
             "devices": msgspec.to_builtins([{k: v for k, v in d.items() if k != "session"}
                                             for d in await devices_of(holder_id)]),
             "notification_settings": msgspec.to_builtins(await settings_of(holder_id)),
+            "carbon_market": msgspec.to_builtins(await market_statement(holder_id)),
         }
         return Response(
             document, headers={"Content-Disposition": f'attachment; filename="carbon-wallet-{holder_id}.json"'}

@@ -159,6 +159,39 @@ async def tell_challenge_finished(event: Event) -> None:
             "progress": progress_zh, "progress_en": progress_en}, event_id=event.event_id, at=event.created_at)
 
 
+def _yuan(fen: int) -> str:
+    return f"{fen // 100:,}.{fen % 100:02d}"
+
+
+def _grams(mg: int) -> tuple[str, str]:
+    kg = mg // 1_000_000
+    if kg >= 1:
+        return f"{kg:,} 千克二氧化碳当量", f"{kg:,} kg CO2e"
+    return f"{mg // 1000:,} 克二氧化碳当量", f"{mg // 1000:,} g CO2e"
+
+
+async def tell_market_paid(event: Event) -> None:
+    """Every contributor of a settled lot, with their own share; one statement per 5,000 of them."""
+    async with connection() as conn:
+        sale = await conn.fetchrow(
+            """SELECT s.id, s.lot, s.price_per_tonne_fen, p.exchange_zh, p.exchange_en, p.payout FROM market_sale s
+               JOIN market_lot l ON l.id = s.lot JOIN market_programme p ON p.id = l.programme
+               WHERE s.id = $1 AND s.state = 'settled'""", event.payload["sale"])
+        if sale is None:
+            return
+        rows = await conn.fetch("SELECT holder, reduction_mg, fen, energy FROM market_payout WHERE sale = $1 "
+                                "ORDER BY holder", sale["id"])
+        kind = "market_paid_fen" if sale["payout"] == "fen" else "market_paid_energy"
+        params = []
+        for r in rows:
+            grams, grams_en = _grams(r["reduction_mg"])
+            params.append({"lot_id": sale["lot"], "exchange": sale["exchange_zh"], "exchange_en": sale["exchange_en"],
+                           "price": _yuan(sale["price_per_tonne_fen"]), "grams": grams, "grams_en": grams_en,
+                           "amount": _yuan(r["fen"]), "energy": f"{r['energy']:,}"})
+        await notify_many(conn, [r["holder"] for r in rows], kind, params, event_id=event.event_id,
+                          at=event.created_at)
+
+
 HANDLERS: dict[str, list[EventHandler]] = {
     "holder.registered": [welcome_new_holder],
     "holder.password_changed": [warn_password_changed],
@@ -175,6 +208,7 @@ HANDLERS: dict[str, list[EventHandler]] = {
     "activity.held": [tell_activity_held],
     "activity.reviewed": [tell_review_outcome],
     "challenge.finished": [tell_challenge_finished],
+    "market.sale_settled": [tell_market_paid],
     "friend.requested": [tell_friend_requested],
     "friend.accepted": [tell_friend_accepted],
     "friend.added": [tell_friend_added],

@@ -104,7 +104,8 @@ def _lot_header(lot_id: int, created_at: Any, start: date, end: date, target: in
     return {"id": lot_id, "created_at": created_at, "day_from": start, "day_to": end, "target_mg": target, **totals}
 
 
-async def _existing(conn: asyncpg.Connection, operator: uuid.UUID, key: str, fields: tuple) -> dict[str, Any] | None:
+async def _existing(conn: asyncpg.Connection, operator: uuid.UUID | None, key: str,
+                    fields: tuple) -> dict[str, Any] | None:
     row = await conn.fetchrow(
         f"SELECT {LOT_COLUMNS} FROM market_lot l JOIN market_programme p ON p.id = l.programme "  # noqa: S608
         "WHERE l.created_by = $1 AND l.idempotency_key = $2", operator, key)
@@ -116,10 +117,11 @@ async def _existing(conn: asyncpg.Connection, operator: uuid.UUID, key: str, fie
     return dict(row)
 
 
-async def create_lot(operator: uuid.UUID, programme_code: str, target_mg: int, *, day_from: date | None = None,
+async def create_lot(operator: uuid.UUID | None, programme_code: str, target_mg: int, *, day_from: date | None = None,
                      day_to: date | None = None, note: str = "",
                      idempotency_key: str | None = None) -> tuple[dict[str, Any], bool]:
-    """Pool eligible entries into a new lot; returns the lot and whether it was made now (False: a repeat)."""
+    """Pool eligible entries into a new lot; returns the lot and whether it was made now (False: a repeat).
+    `operator` is who asked (None from the CLI); an idempotency key is scoped to them."""
     if isinstance(target_mg, bool) or not isinstance(target_mg, int) or not 1 <= target_mg <= MAX_TARGET_MG:
         raise DomainError("invalid", "invalid-target", "target_mg is the lot's size in mg CO2e: 1 to 10^15 "
                           "(1 t = 1,000,000,000 mg).", field="target_mg")

@@ -72,7 +72,7 @@ async def list_sales(lot_id: int) -> list[dict[str, Any]]:
             f"SELECT {SALE_COLUMNS} FROM market_sale WHERE lot = $1 ORDER BY id", lot_id)]  # noqa: S608
 
 
-async def record_sale(operator: uuid.UUID, lot_id: int, *, buyer: str, exchange_ref: str, sale_date: date,
+async def record_sale(operator: uuid.UUID | None, lot_id: int, *, buyer: str, exchange_ref: str, sale_date: date,
                       price_per_tonne_fen: int, note: str = "") -> tuple[dict[str, Any], bool]:
     """Record a sale agreed on the exchange, pending until the money arrives. The exchange reference makes it
     idempotent: the same reference for the same sale returns it (False); for anything else it is refused."""
