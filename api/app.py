@@ -177,8 +177,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 Tag(name="energy", description="My green energy: balances, energy balls, friends helping, statement."),
                 Tag(name="mall", description="Rewards to redeem energy for, and my redemptions (two-phase)."),
                 Tag(name="donations", description="Projects residents give energy to, and their certificates."),
-                Tag(name="market", description="The carbon market: programmes, lots sold on an exchange, my choice "
-                                               "to have my reductions sold, my statement; operators run lots and sales."),
+                Tag(name="market", description="The carbon market: programmes, lots sold on an exchange, my choice to "
+                                               "have my reductions sold, my statement; operators run lots and sales."),
                 Tag(name="challenges", description="Collective goals for a team, community or city."),
                 Tag(name="progress", description="My level, daily green streak and badges."),
                 Tag(name="leaderboards", description="Boards by period and scope, my rank, friends, per capita."),
