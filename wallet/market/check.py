@@ -40,6 +40,13 @@ MARKET_CHECKS: dict[str, str] = {
         LEFT JOIN market_lot_holder h ON h.lot = i.lot AND h.holder = i.holder
         WHERE e.kind <> 'credit' OR e.holder <> i.holder OR e.reduction_mg <> i.reduction_mg OR h.id IS NULL
            OR e.seq > h.head_seq""",
+    # A lot's reversed grams are its live items' entries that were reversed (kept by a trigger on the book).
+    "lot-reversals-match-the-book": """
+        SELECT l.id, l.reversed_mg, coalesce(r.mg, 0)::bigint AS reversed FROM market_lot l
+        LEFT JOIN (SELECT i.lot, sum(i.reduction_mg) AS mg FROM market_lot_item i
+                   WHERE NOT i.released AND EXISTS (SELECT 1 FROM book_entry r WHERE r.reverses = i.entry)
+                   GROUP BY i.lot) r ON r.lot = l.id
+        WHERE l.state <> 'cancelled' AND l.reversed_mg <> coalesce(r.mg, 0)""",
     # Items are released exactly when their lot is cancelled.
     "items-released-iff-lot-cancelled": """
         SELECT l.id, l.state, count(*) AS items FROM market_lot l JOIN market_lot_item i ON i.lot = l.id

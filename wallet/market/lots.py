@@ -58,6 +58,12 @@ ranked AS (
 INSERT INTO market_lot_item (lot, entry, holder, reduction_mg, released)
 SELECT $7, id, holder, reduction_mg, false FROM ranked WHERE running - reduction_mg < $8 ORDER BY id"""  # noqa: S608
 
+_HOLD_HEADS = """
+SELECT holder_id FROM book_head WHERE holder_id IN (SELECT DISTINCT holder FROM market_lot_item WHERE lot = $1)
+ORDER BY holder_id FOR SHARE"""
+_REVERSED = """
+SELECT coalesce(sum(i.reduction_mg), 0)::bigint FROM market_lot_item i
+WHERE i.lot = $1 AND EXISTS (SELECT 1 FROM book_entry r WHERE r.reverses = i.entry)"""
 _CONTRIBUTORS = """
 INSERT INTO market_lot_holder (lot, holder, reduction_mg, entries, first_entry, head_seq, head_hash, consented_at)
 SELECT i.lot, i.holder, sum(i.reduction_mg)::bigint, count(*), min(i.entry), b.seq, b.head_hash, c.changed_at
@@ -67,9 +73,7 @@ RETURNING reduction_mg, entries"""
 
 LOT_COLUMNS = """l.id, l.programme, l.state, l.target_mg, l.day_from, l.day_to, l.total_mg, l.entries, l.holders,
     l.manifest_hash, l.note, l.created_at, l.cancelled_at, l.cancel_reason, p.code AS programme_code,
-    p.name_zh AS programme_name_zh, p.name_en AS programme_name_en,
-    (SELECT coalesce(sum(i.reduction_mg), 0)::bigint FROM market_lot_item i
-     WHERE i.lot = l.id AND EXISTS (SELECT 1 FROM book_entry r WHERE r.reverses = i.entry)) AS reversed_mg"""
+    p.name_zh AS programme_name_zh, p.name_en AS programme_name_en, l.reversed_mg"""
 
 
 def _window(programme: Programme, day_from: date | None, day_to: date | None) -> tuple[date, date]:
@@ -142,6 +146,10 @@ async def create_lot(operator: uuid.UUID | None, programme_code: str, target_mg:
             await conn.execute(_PICK, *_args(programme, start, end), lot_id, target_mg)
         except asyncpg.UniqueViolationError as exc:  # only if something pooled without the lock
             raise DomainError("conflict", "lot-race", "Another lot took some of these entries; try again.") from exc
+        # Reversals of these holders wait from here until the lot commits (they lock the book head for update),
+        # so the trigger that marks a lot's reversed grams sees every reversal either here or after the commit.
+        await conn.execute(_HOLD_HEADS, lot_id)
+        reversed_mg = await conn.fetchval(_REVERSED, lot_id)
         rows = await conn.fetch(_CONTRIBUTORS, lot_id)
         totals = {"total_mg": sum(r["reduction_mg"] for r in rows), "entries": sum(r["entries"] for r in rows),
                   "holders": len(rows)}
@@ -158,10 +166,10 @@ async def create_lot(operator: uuid.UUID | None, programme_code: str, target_mg:
         manifest = await read_manifest(conn, header, programme.as_rules())
         await conn.execute(
             """INSERT INTO market_lot (id, programme, state, target_mg, day_from, day_to, total_mg, entries, holders,
-                 manifest_hash, created_by, idempotency_key, note, created_at)
-               VALUES ($1, $2, 'open', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)""",
+                 manifest_hash, reversed_mg, created_by, idempotency_key, note, created_at)
+               VALUES ($1, $2, 'open', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)""",
             lot_id, programme.id, target_mg, start, end, totals["total_mg"], totals["entries"], totals["holders"],
-            manifest.sha256, operator, idempotency_key, note[:500], created_at)
+            manifest.sha256, reversed_mg, operator, idempotency_key, note[:500], created_at)
         row = await conn.fetchrow(
             f"SELECT {LOT_COLUMNS} FROM market_lot l JOIN market_programme p ON p.id = l.programme "  # noqa: S608
             "WHERE l.id = $1", lot_id)

@@ -72,6 +72,7 @@ class MarketLot(Table, tablename="market_lot"):
     entries = Integer()
     holders = Integer()
     manifest_hash = Bytea()
+    reversed_mg = BigInt(default=0)  # grams of its items a partner reversed after pooling (kept by a trigger)
     created_by = UUID(null=True, default=None)
     idempotency_key = Varchar(length=120, null=True, default=None)
     note = Varchar(length=500, default="")

@@ -7,7 +7,7 @@ fen into energy at a programme's published rate."""
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from piccolo.engine import engine_finder
 
-ID = "2026-11-21T17:10:00:000000"
+ID = "2026-11-21T17:20:00:000000"
 VERSION = "1.38.0"
 DESCRIPTION = "carbon market constraints and money-ledger system accounts"
 
@@ -46,7 +46,7 @@ SQL = [
     """ALTER TABLE market_lot ADD CONSTRAINT market_lot_shape CHECK (
          state IN ('open', 'pending', 'settled', 'cancelled') AND target_mg > 0 AND total_mg >= target_mg
          AND entries > 0 AND holders > 0 AND holders <= entries AND day_from <= day_to
-         AND octet_length(manifest_hash) = 32 AND (state = 'cancelled') = (cancelled_at IS NOT NULL))""",
+         AND octet_length(manifest_hash) = 32 AND reversed_mg >= 0 AND (state = 'cancelled') = (cancelled_at IS NOT NULL))""",
     "CREATE UNIQUE INDEX market_lot_key_once ON market_lot (created_by, idempotency_key) WHERE idempotency_key IS NOT NULL",
     "CREATE INDEX market_lot_by_state ON market_lot (state, id DESC)",
     """CREATE FUNCTION market_lot_moves_forward() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -55,14 +55,24 @@ SQL = [
                  OR (OLD.state = 'pending' AND NEW.state IN ('open', 'settled'))) THEN
            RAISE EXCEPTION 'a lot cannot go from % to %', OLD.state, NEW.state USING ERRCODE = 'restrict_violation';
          END IF;
-         IF (to_jsonb(NEW) - 'state' - 'cancelled_at' - 'cancel_reason')
-            IS DISTINCT FROM (to_jsonb(OLD) - 'state' - 'cancelled_at' - 'cancel_reason') THEN
+         IF (to_jsonb(NEW) - 'state' - 'cancelled_at' - 'cancel_reason' - 'reversed_mg')
+            IS DISTINCT FROM (to_jsonb(OLD) - 'state' - 'cancelled_at' - 'cancel_reason' - 'reversed_mg')
+            OR NEW.reversed_mg < OLD.reversed_mg THEN
            RAISE EXCEPTION 'what a lot holds never changes' USING ERRCODE = 'restrict_violation';
          END IF;
          RETURN NEW;
        END $$""",
     "CREATE TRIGGER market_lot_moves_forward BEFORE UPDATE ON market_lot FOR EACH ROW EXECUTE FUNCTION market_lot_moves_forward()",
     "CREATE TRIGGER market_lot_no_delete BEFORE DELETE ON market_lot FOR EACH ROW EXECUTE FUNCTION refuse_change()",
+    # A partner reversing a pooled entry marks its lot (an open lot with reversals cannot be sold; a sold one says so).
+    """CREATE FUNCTION market_lot_notes_reversal() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN
+         UPDATE market_lot l SET reversed_mg = l.reversed_mg + i.reduction_mg
+         FROM market_lot_item i WHERE i.entry = NEW.reverses AND NOT i.released AND l.id = i.lot;
+         RETURN NULL;
+       END $$""",
+    """CREATE TRIGGER book_entry_reversal_marks_lot AFTER INSERT ON book_entry
+       FOR EACH ROW WHEN (NEW.kind = 'reversal') EXECUTE FUNCTION market_lot_notes_reversal()""",
     # -- lot items: an entry in at most one live lot, ever. A lot's row is written last, when its totals and manifest
     # hash are known, so its items and contributors refer to it at commit.
     """ALTER TABLE market_lot_item ALTER CONSTRAINT market_lot_item_lot_fkey DEFERRABLE INITIALLY DEFERRED""",

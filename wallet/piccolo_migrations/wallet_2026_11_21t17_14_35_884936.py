@@ -99,7 +99,7 @@ class MarketSale(Table, tablename="market_sale", schema=None):
     )
 
 
-ID = "2026-11-21T17:06:46:492616"
+ID = "2026-11-21T17:14:35:884936"
 VERSION = "1.38.0"
 DESCRIPTION = "carbon market: programmes, consent, lots, sales, payouts"
 
@@ -110,6 +110,13 @@ async def forwards():
     )
 
     manager.add_table(
+        class_name="MarketLotItem",
+        tablename="market_lot_item",
+        schema=None,
+        columns=None,
+    )
+
+    manager.add_table(
         class_name="MarketLotHolder",
         tablename="market_lot_holder",
         schema=None,
@@ -117,15 +124,8 @@ async def forwards():
     )
 
     manager.add_table(
-        class_name="MarketPayout",
-        tablename="market_payout",
-        schema=None,
-        columns=None,
-    )
-
-    manager.add_table(
-        class_name="MarketConsent",
-        tablename="market_consent",
+        class_name="MarketSale",
+        tablename="market_sale",
         schema=None,
         columns=None,
     )
@@ -142,17 +142,151 @@ async def forwards():
     )
 
     manager.add_table(
-        class_name="MarketLotItem",
-        tablename="market_lot_item",
+        class_name="MarketConsent",
+        tablename="market_consent",
         schema=None,
         columns=None,
     )
 
     manager.add_table(
-        class_name="MarketSale",
-        tablename="market_sale",
+        class_name="MarketPayout",
+        tablename="market_payout",
         schema=None,
         columns=None,
+    )
+
+    manager.add_column(
+        table_class_name="MarketLotItem",
+        tablename="market_lot_item",
+        column_name="id",
+        db_column_name="id",
+        column_class_name="BigSerial",
+        column_class=BigSerial,
+        params={
+            "null": False,
+            "primary_key": True,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="MarketLotItem",
+        tablename="market_lot_item",
+        column_name="lot",
+        db_column_name="lot",
+        column_class_name="ForeignKey",
+        column_class=ForeignKey,
+        params={
+            "references": MarketLot,
+            "on_delete": OnDelete.restrict,
+            "on_update": OnUpdate.cascade,
+            "target_column": None,
+            "null": True,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="MarketLotItem",
+        tablename="market_lot_item",
+        column_name="entry",
+        db_column_name="entry",
+        column_class_name="ForeignKey",
+        column_class=ForeignKey,
+        params={
+            "references": BookEntry,
+            "on_delete": OnDelete.restrict,
+            "on_update": OnUpdate.cascade,
+            "target_column": None,
+            "null": True,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="MarketLotItem",
+        tablename="market_lot_item",
+        column_name="holder",
+        db_column_name="holder",
+        column_class_name="ForeignKey",
+        column_class=ForeignKey,
+        params={
+            "references": Holder,
+            "on_delete": OnDelete.restrict,
+            "on_update": OnUpdate.cascade,
+            "target_column": None,
+            "null": True,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="MarketLotItem",
+        tablename="market_lot_item",
+        column_name="reduction_mg",
+        db_column_name="reduction_mg",
+        column_class_name="BigInt",
+        column_class=BigInt,
+        params={
+            "default": 0,
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="MarketLotItem",
+        tablename="market_lot_item",
+        column_name="released",
+        db_column_name="released",
+        column_class_name="Boolean",
+        column_class=Boolean,
+        params={
+            "default": False,
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
     )
 
     manager.add_column(
@@ -350,8 +484,8 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="MarketPayout",
-        tablename="market_payout",
+        table_class_name="MarketSale",
+        tablename="market_sale",
         column_name="id",
         db_column_name="id",
         column_class_name="BigSerial",
@@ -370,14 +504,14 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="MarketPayout",
-        tablename="market_payout",
-        column_name="sale",
-        db_column_name="sale",
+        table_class_name="MarketSale",
+        tablename="market_sale",
+        column_name="lot",
+        db_column_name="lot",
         column_class_name="ForeignKey",
         column_class=ForeignKey,
         params={
-            "references": MarketSale,
+            "references": MarketLot,
             "on_delete": OnDelete.restrict,
             "on_update": OnUpdate.cascade,
             "target_column": None,
@@ -394,18 +528,16 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="MarketPayout",
-        tablename="market_payout",
-        column_name="holder",
-        db_column_name="holder",
-        column_class_name="ForeignKey",
-        column_class=ForeignKey,
+        table_class_name="MarketSale",
+        tablename="market_sale",
+        column_name="state",
+        db_column_name="state",
+        column_class_name="Varchar",
+        column_class=Varchar,
         params={
-            "references": Holder,
-            "on_delete": OnDelete.restrict,
-            "on_update": OnUpdate.cascade,
-            "target_column": None,
-            "null": True,
+            "length": 16,
+            "default": "pending",
+            "null": False,
             "primary_key": False,
             "unique": False,
             "index": False,
@@ -418,10 +550,75 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="MarketPayout",
-        tablename="market_payout",
-        column_name="reduction_mg",
-        db_column_name="reduction_mg",
+        table_class_name="MarketSale",
+        tablename="market_sale",
+        column_name="buyer",
+        db_column_name="buyer",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 200,
+            "default": "",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="MarketSale",
+        tablename="market_sale",
+        column_name="exchange_ref",
+        db_column_name="exchange_ref",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 120,
+            "default": "",
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="MarketSale",
+        tablename="market_sale",
+        column_name="sale_date",
+        db_column_name="sale_date",
+        column_class_name="Date",
+        column_class=Date,
+        params={
+            "default": DateNow(),
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="MarketSale",
+        tablename="market_sale",
+        column_name="price_per_tonne_fen",
+        db_column_name="price_per_tonne_fen",
         column_class_name="BigInt",
         column_class=BigInt,
         params={
@@ -439,10 +636,10 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="MarketPayout",
-        tablename="market_payout",
-        column_name="fen",
-        db_column_name="fen",
+        table_class_name="MarketSale",
+        tablename="market_sale",
+        column_name="gross_fen",
+        db_column_name="gross_fen",
         column_class_name="BigInt",
         column_class=BigInt,
         params={
@@ -460,40 +657,16 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="MarketPayout",
-        tablename="market_payout",
-        column_name="energy",
-        db_column_name="energy",
+        table_class_name="MarketSale",
+        tablename="market_sale",
+        column_name="benefit_fen",
+        db_column_name="benefit_fen",
         column_class_name="BigInt",
         column_class=BigInt,
         params={
-            "default": 0,
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="MarketConsent",
-        tablename="market_consent",
-        column_name="holder",
-        db_column_name="holder",
-        column_class_name="ForeignKey",
-        column_class=ForeignKey,
-        params={
-            "references": Holder,
-            "on_delete": OnDelete.restrict,
-            "on_update": OnUpdate.cascade,
-            "target_column": None,
+            "default": None,
             "null": True,
-            "primary_key": True,
+            "primary_key": False,
             "unique": False,
             "index": False,
             "index_method": IndexMethod.btree,
@@ -505,14 +678,35 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="MarketConsent",
-        tablename="market_consent",
-        column_name="opted_in",
-        db_column_name="opted_in",
-        column_class_name="Boolean",
-        column_class=Boolean,
+        table_class_name="MarketSale",
+        tablename="market_sale",
+        column_name="residents_fen",
+        db_column_name="residents_fen",
+        column_class_name="BigInt",
+        column_class=BigInt,
         params={
-            "default": False,
+            "default": None,
+            "null": True,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="MarketSale",
+        tablename="market_sale",
+        column_name="note",
+        db_column_name="note",
+        column_class_name="Text",
+        column_class=Text,
+        params={
+            "default": "",
             "null": False,
             "primary_key": False,
             "unique": False,
@@ -526,15 +720,100 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="MarketConsent",
-        tablename="market_consent",
-        column_name="changed_at",
-        db_column_name="changed_at",
+        table_class_name="MarketSale",
+        tablename="market_sale",
+        column_name="recorded_by",
+        db_column_name="recorded_by",
+        column_class_name="UUID",
+        column_class=UUID,
+        params={
+            "default": None,
+            "null": True,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="MarketSale",
+        tablename="market_sale",
+        column_name="recorded_at",
+        db_column_name="recorded_at",
         column_class_name="Timestamptz",
         column_class=Timestamptz,
         params={
             "default": TimestamptzNow(),
             "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="MarketSale",
+        tablename="market_sale",
+        column_name="settled_at",
+        db_column_name="settled_at",
+        column_class_name="Timestamptz",
+        column_class=Timestamptz,
+        params={
+            "default": None,
+            "null": True,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="MarketSale",
+        tablename="market_sale",
+        column_name="cancelled_at",
+        db_column_name="cancelled_at",
+        column_class_name="Timestamptz",
+        column_class=Timestamptz,
+        params={
+            "default": None,
+            "null": True,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="MarketSale",
+        tablename="market_sale",
+        column_name="cancel_reason",
+        db_column_name="cancel_reason",
+        column_class_name="Varchar",
+        column_class=Varchar,
+        params={
+            "length": 500,
+            "default": None,
+            "null": True,
             "primary_key": False,
             "unique": False,
             "index": False,
@@ -1215,6 +1494,27 @@ async def forwards():
     manager.add_column(
         table_class_name="MarketLot",
         tablename="market_lot",
+        column_name="reversed_mg",
+        db_column_name="reversed_mg",
+        column_class_name="BigInt",
+        column_class=BigInt,
+        params={
+            "default": 0,
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="MarketLot",
+        tablename="market_lot",
         column_name="created_by",
         db_column_name="created_by",
         column_class_name="UUID",
@@ -1342,8 +1642,74 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="MarketLotItem",
-        tablename="market_lot_item",
+        table_class_name="MarketConsent",
+        tablename="market_consent",
+        column_name="holder",
+        db_column_name="holder",
+        column_class_name="ForeignKey",
+        column_class=ForeignKey,
+        params={
+            "references": Holder,
+            "on_delete": OnDelete.restrict,
+            "on_update": OnUpdate.cascade,
+            "target_column": None,
+            "null": True,
+            "primary_key": True,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="MarketConsent",
+        tablename="market_consent",
+        column_name="opted_in",
+        db_column_name="opted_in",
+        column_class_name="Boolean",
+        column_class=Boolean,
+        params={
+            "default": False,
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="MarketConsent",
+        tablename="market_consent",
+        column_name="changed_at",
+        db_column_name="changed_at",
+        column_class_name="Timestamptz",
+        column_class=Timestamptz,
+        params={
+            "default": TimestamptzNow(),
+            "null": False,
+            "primary_key": False,
+            "unique": False,
+            "index": False,
+            "index_method": IndexMethod.btree,
+            "choices": None,
+            "db_column_name": None,
+            "secret": False,
+        },
+        schema=None,
+    )
+
+    manager.add_column(
+        table_class_name="MarketPayout",
+        tablename="market_payout",
         column_name="id",
         db_column_name="id",
         column_class_name="BigSerial",
@@ -1362,14 +1728,14 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="MarketLotItem",
-        tablename="market_lot_item",
-        column_name="lot",
-        db_column_name="lot",
+        table_class_name="MarketPayout",
+        tablename="market_payout",
+        column_name="sale",
+        db_column_name="sale",
         column_class_name="ForeignKey",
         column_class=ForeignKey,
         params={
-            "references": MarketLot,
+            "references": MarketSale,
             "on_delete": OnDelete.restrict,
             "on_update": OnUpdate.cascade,
             "target_column": None,
@@ -1386,32 +1752,8 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="MarketLotItem",
-        tablename="market_lot_item",
-        column_name="entry",
-        db_column_name="entry",
-        column_class_name="ForeignKey",
-        column_class=ForeignKey,
-        params={
-            "references": BookEntry,
-            "on_delete": OnDelete.restrict,
-            "on_update": OnUpdate.cascade,
-            "target_column": None,
-            "null": True,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="MarketLotItem",
-        tablename="market_lot_item",
+        table_class_name="MarketPayout",
+        tablename="market_payout",
         column_name="holder",
         db_column_name="holder",
         column_class_name="ForeignKey",
@@ -1434,8 +1776,8 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="MarketLotItem",
-        tablename="market_lot_item",
+        table_class_name="MarketPayout",
+        tablename="market_payout",
         column_name="reduction_mg",
         db_column_name="reduction_mg",
         column_class_name="BigInt",
@@ -1455,162 +1797,10 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="MarketLotItem",
-        tablename="market_lot_item",
-        column_name="released",
-        db_column_name="released",
-        column_class_name="Boolean",
-        column_class=Boolean,
-        params={
-            "default": False,
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="MarketSale",
-        tablename="market_sale",
-        column_name="id",
-        db_column_name="id",
-        column_class_name="BigSerial",
-        column_class=BigSerial,
-        params={
-            "null": False,
-            "primary_key": True,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="MarketSale",
-        tablename="market_sale",
-        column_name="lot",
-        db_column_name="lot",
-        column_class_name="ForeignKey",
-        column_class=ForeignKey,
-        params={
-            "references": MarketLot,
-            "on_delete": OnDelete.restrict,
-            "on_update": OnUpdate.cascade,
-            "target_column": None,
-            "null": True,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="MarketSale",
-        tablename="market_sale",
-        column_name="state",
-        db_column_name="state",
-        column_class_name="Varchar",
-        column_class=Varchar,
-        params={
-            "length": 16,
-            "default": "pending",
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="MarketSale",
-        tablename="market_sale",
-        column_name="buyer",
-        db_column_name="buyer",
-        column_class_name="Varchar",
-        column_class=Varchar,
-        params={
-            "length": 200,
-            "default": "",
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="MarketSale",
-        tablename="market_sale",
-        column_name="exchange_ref",
-        db_column_name="exchange_ref",
-        column_class_name="Varchar",
-        column_class=Varchar,
-        params={
-            "length": 120,
-            "default": "",
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="MarketSale",
-        tablename="market_sale",
-        column_name="sale_date",
-        db_column_name="sale_date",
-        column_class_name="Date",
-        column_class=Date,
-        params={
-            "default": DateNow(),
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="MarketSale",
-        tablename="market_sale",
-        column_name="price_per_tonne_fen",
-        db_column_name="price_per_tonne_fen",
+        table_class_name="MarketPayout",
+        tablename="market_payout",
+        column_name="fen",
+        db_column_name="fen",
         column_class_name="BigInt",
         column_class=BigInt,
         params={
@@ -1628,184 +1818,15 @@ async def forwards():
     )
 
     manager.add_column(
-        table_class_name="MarketSale",
-        tablename="market_sale",
-        column_name="gross_fen",
-        db_column_name="gross_fen",
+        table_class_name="MarketPayout",
+        tablename="market_payout",
+        column_name="energy",
+        db_column_name="energy",
         column_class_name="BigInt",
         column_class=BigInt,
         params={
             "default": 0,
             "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="MarketSale",
-        tablename="market_sale",
-        column_name="benefit_fen",
-        db_column_name="benefit_fen",
-        column_class_name="BigInt",
-        column_class=BigInt,
-        params={
-            "default": None,
-            "null": True,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="MarketSale",
-        tablename="market_sale",
-        column_name="residents_fen",
-        db_column_name="residents_fen",
-        column_class_name="BigInt",
-        column_class=BigInt,
-        params={
-            "default": None,
-            "null": True,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="MarketSale",
-        tablename="market_sale",
-        column_name="note",
-        db_column_name="note",
-        column_class_name="Text",
-        column_class=Text,
-        params={
-            "default": "",
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="MarketSale",
-        tablename="market_sale",
-        column_name="recorded_by",
-        db_column_name="recorded_by",
-        column_class_name="UUID",
-        column_class=UUID,
-        params={
-            "default": None,
-            "null": True,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="MarketSale",
-        tablename="market_sale",
-        column_name="recorded_at",
-        db_column_name="recorded_at",
-        column_class_name="Timestamptz",
-        column_class=Timestamptz,
-        params={
-            "default": TimestamptzNow(),
-            "null": False,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="MarketSale",
-        tablename="market_sale",
-        column_name="settled_at",
-        db_column_name="settled_at",
-        column_class_name="Timestamptz",
-        column_class=Timestamptz,
-        params={
-            "default": None,
-            "null": True,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="MarketSale",
-        tablename="market_sale",
-        column_name="cancelled_at",
-        db_column_name="cancelled_at",
-        column_class_name="Timestamptz",
-        column_class=Timestamptz,
-        params={
-            "default": None,
-            "null": True,
-            "primary_key": False,
-            "unique": False,
-            "index": False,
-            "index_method": IndexMethod.btree,
-            "choices": None,
-            "db_column_name": None,
-            "secret": False,
-        },
-        schema=None,
-    )
-
-    manager.add_column(
-        table_class_name="MarketSale",
-        tablename="market_sale",
-        column_name="cancel_reason",
-        db_column_name="cancel_reason",
-        column_class_name="Varchar",
-        column_class=Varchar,
-        params={
-            "length": 500,
-            "default": None,
-            "null": True,
             "primary_key": False,
             "unique": False,
             "index": False,
