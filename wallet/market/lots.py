@@ -82,7 +82,7 @@ def _window(programme: Programme, day_from: date | None, day_to: date | None) ->
     if start > end:
         raise DomainError("invalid", "outside-programme-period",
                           f"The programme {programme.code} covers {programme.period_from} to {programme.period_to}; "
-                          "choose days inside it.", field="day_from")
+                          "choose days inside it, the first not after the last.", field="day_from")
     return start, end
 
 
