@@ -46,7 +46,8 @@ async def market_statement(holder_id: uuid.UUID) -> MyMarketOut:
     """Also part of the personal data export."""
     out = await my_market(holder_id)
     return MyMarketOut(consent=ConsentOut(**out["consent"]), balance_fen=out["balance_fen"],
-                       received_fen=out["received_fen"], received_energy=out["received_energy"],
+                       received_fen=out["received_fen"], converted_fen=out["converted_fen"],
+                       received_energy=out["received_energy"],
                        lots=[my_lot_summary(r) for r in out["lots"]])
 
 

@@ -90,7 +90,8 @@ class ConsentIn(Input, kw_only=True):
 
 
 class ConsentOut(msgspec.Struct, kw_only=True):
-    """`opted_in` false until you say yes. `unsold_lots`: lots still holding your entries (they stay if you opt out,
+    """`opted_in` false until you say yes; `changed_at`: when I first chose, or last changed my mind.
+    `unsold_lots`: lots still holding your entries (they stay if you opt out,
     and you are paid when they sell)."""
 
     opted_in: bool
@@ -148,6 +149,7 @@ class SaleOut(msgspec.Struct, kw_only=True):
     gross_fen: int
     benefit_fen: int | None
     residents_fen: int | None
+    paid_contributors: int | None
     recorded_at: datetime
     settled_at: datetime | None
     cancelled_at: datetime | None
@@ -157,7 +159,8 @@ class SaleOut(msgspec.Struct, kw_only=True):
 def sale_out(s: dict[str, Any]) -> SaleOut:
     return SaleOut(id=s["id"], lot_id=s["lot"], state=s["state"], buyer=s["buyer"], exchange_ref=s["exchange_ref"],
                    sale_date=s["sale_date"], price_per_tonne_fen=s["price_per_tonne_fen"], gross_fen=s["gross_fen"],
-                   benefit_fen=s["benefit_fen"], residents_fen=s["residents_fen"], recorded_at=s["recorded_at"],
+                   benefit_fen=s["benefit_fen"], residents_fen=s["residents_fen"], paid_contributors=s["paid"],
+                   recorded_at=s["recorded_at"],
                    settled_at=s["settled_at"], cancelled_at=s["cancelled_at"], cancel_reason=s["cancel_reason"])
 
 
@@ -244,15 +247,16 @@ def public_lot_out(lot: dict[str, Any]) -> PublicLotOut:
         programme_name={"zh-CN": lot["programme_name_zh"], "en": lot["programme_name_en"]},
         exchange={"zh-CN": lot["exchange_zh"], "en": lot["exchange_en"]}, state=lot["state"],
         total_mg=lot["total_mg"], entries=lot["entries"], contributors=lot["holders"],
-        paid_contributors=lot.get("paid_contributors", 0), day_from=lot["day_from"], day_to=lot["day_to"],
+        paid_contributors=sale["paid"] if sale is not None and sale["state"] == "settled" else 0,
+        day_from=lot["day_from"], day_to=lot["day_to"],
         manifest_sha256=bytes(lot["manifest_hash"]).hex(), payout=lot["payout"], energy_per_fen=lot["energy_per_fen"],
         public_benefit=_benefit(lot["benefit_ppm"], lot["benefit_name_zh"], lot["benefit_name_en"], lot["benefit_url"]),
         sale=public_sale, created_at=lot["created_at"])
 
 
 class MyLotSummary(msgspec.Struct, kw_only=True):
-    """My part of a lot: `my_mg` over `my_entries`; once sold, the price and what I received (`fen`, or `energy`
-    when the programme pays in energy)."""
+    """My part of a lot: `my_mg` over `my_entries`; once sold, the price and my share in `fen`. Where the programme
+    pays in energy (`payout`), those fen were converted and `energy` is what I received."""
 
     lot: LotOut
     my_mg: int
@@ -273,11 +277,13 @@ def my_lot_summary(r: dict[str, Any]) -> MyLotSummary:
 
 
 class MyMarketOut(msgspec.Struct, kw_only=True):
-    """`balance_fen`: my money account; `received_*`: everything lots have paid me."""
+    """`balance_fen`: my money account. `received_fen`: what lots paid into it; `converted_fen`: my shares of lots
+    whose programme pays in energy, converted at its published rate into `received_energy`."""
 
     consent: ConsentOut
     balance_fen: int
     received_fen: int
+    converted_fen: int
     received_energy: int
     lots: list[MyLotSummary]
 

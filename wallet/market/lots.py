@@ -115,7 +115,7 @@ async def _existing(conn: asyncpg.Connection, operator: uuid.UUID | None, key: s
         "WHERE l.created_by = $1 AND l.idempotency_key = $2", operator, key)
     if row is None:
         return None
-    if (row["programme_code"], row["target_mg"], row["day_from"], row["day_to"]) != fields:
+    if (row["programme_code"], row["target_mg"], row["day_from"], row["day_to"], row["note"]) != fields:
         raise DomainError("invalid", "idempotency-key-reused",
                           "This Idempotency-Key was used to create a different lot; use a new key.")
     return dict(row)
@@ -135,7 +135,8 @@ async def create_lot(operator: uuid.UUID | None, programme_code: str, target_mg:
         conn = tx.connection
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _POOL_LOCK)
         if idempotency_key is not None:
-            found = await _existing(conn, operator, idempotency_key, (programme.code, target_mg, start, end))
+            found = await _existing(conn, operator, idempotency_key,
+                                    (programme.code, target_mg, start, end, note[:500]))
             if found is not None:
                 return found, False
         if programme.status != "open":

@@ -35,7 +35,7 @@ MAX_PRICE_PER_TONNE_FEN = 10**9  # ten million yuan a tonne
 _REF = re.compile(r"^[\w.:/#-]{1,120}$")
 
 SALE_COLUMNS = """id, lot, state, buyer, exchange_ref, sale_date, price_per_tonne_fen, gross_fen, benefit_fen,
-    residents_fen, note, recorded_at, settled_at, cancelled_at, cancel_reason"""
+    residents_fen, paid, note, recorded_at, settled_at, cancelled_at, cancel_reason"""
 
 
 def gross_fen(total_mg: int, price_per_tonne_fen: int) -> int:
@@ -109,11 +109,15 @@ async def record_sale(operator: uuid.UUID | None, lot_id: int, *, buyer: str, ex
                               f"{lot['reversed_mg']:,} mg CO2e of this lot were reversed by their partners after "
                               "pooling; cancel the lot and make a new one (the reversed entries are not eligible).")
         gross = gross_fen(lot["total_mg"], price_per_tonne_fen)
-        row = await conn.fetchrow(
-            f"""INSERT INTO market_sale (lot, state, buyer, exchange_ref, sale_date, price_per_tonne_fen, gross_fen,
-                  note, recorded_by, recorded_at)
-                VALUES ($1, 'pending', $2, $3, $4, $5, $6, $7, $8, now()) RETURNING {SALE_COLUMNS}""",  # noqa: S608
-            lot_id, buyer, exchange_ref, sale_date, price_per_tonne_fen, gross, note[:2000], operator)
+        try:
+            row = await conn.fetchrow(
+                f"""INSERT INTO market_sale (lot, state, buyer, exchange_ref, sale_date, price_per_tonne_fen,
+                      gross_fen, note, recorded_by, recorded_at)
+                    VALUES ($1, 'pending', $2, $3, $4, $5, $6, $7, $8, now()) RETURNING {SALE_COLUMNS}""",  # noqa: S608
+                lot_id, buyer, exchange_ref, sale_date, price_per_tonne_fen, gross, note[:2000], operator)
+        except asyncpg.UniqueViolationError as exc:  # the same reference recorded for another lot meanwhile
+            raise DomainError("conflict", "exchange-ref-used",
+                              f"The exchange reference {exchange_ref} already records another sale.") from exc
         await conn.execute("UPDATE market_lot SET state = 'pending' WHERE id = $1", lot_id)
     return dict(row), True
 
@@ -197,8 +201,9 @@ async def settle_sale(sale_id: int) -> tuple[dict[str, Any], bool]:
                FROM unnest($2::uuid[], $3::bigint[], $4::bigint[], $5::bigint[]) AS x(h, g, f, e)""",
             sale_id, holders, [c["reduction_mg"] for c in contributors], shares, energy)
         row = await conn.fetchrow(
-            f"""UPDATE market_sale SET state = 'settled', settled_at = now(), benefit_fen = $2, residents_fen = $3
-                WHERE id = $1 RETURNING {SALE_COLUMNS}""", sale_id, benefit, sale["gross_fen"] - benefit)  # noqa: S608
+            f"""UPDATE market_sale SET state = 'settled', settled_at = now(), benefit_fen = $2, residents_fen = $3,
+                  paid = $4 WHERE id = $1 RETURNING {SALE_COLUMNS}""",  # noqa: S608 - constant SQL
+            sale_id, benefit, sale["gross_fen"] - benefit, sum(1 for fen in shares if fen))
         await conn.execute("UPDATE market_lot SET state = 'settled' WHERE id = $1", lot["id"])
         await record_event("market.sale_settled", {"lot": lot["id"], "sale": sale_id, "payout": programme.payout})
     return dict(row), True

@@ -53,7 +53,8 @@ async def my_market(holder_id: uuid.UUID) -> dict[str, Any]:
             "SELECT balance FROM ledger_account WHERE holder = $1 AND unit = 'fen' AND purpose = 'available'",
             holder_id)
     return {"consent": await get_consent(holder_id), "balance_fen": balance or 0,
-            "received_fen": sum(x["my_fen"] or 0 for x in lots),
+            "received_fen": sum(x["my_fen"] or 0 for x in lots if x["payout"] == "fen"),
+            "converted_fen": sum(x["my_fen"] or 0 for x in lots if x["payout"] == "energy"),
             "received_energy": sum(x["my_energy"] or 0 for x in lots), "lots": lots}
 
 
@@ -97,12 +98,8 @@ async def public_lot(lot_id: int) -> dict[str, Any]:
     await get_lot(lot_id)
     async with connection() as conn:
         row = await conn.fetchrow(_PUBLIC + " WHERE l.id = $1", lot_id)
-        paid = await conn.fetchrow(
-            """SELECT count(*) FILTER (WHERE fen > 0) AS paid FROM market_payout po JOIN market_sale s ON s.id = po.sale
-               WHERE s.lot = $1 AND s.state = 'settled'""", lot_id)
     out = dict(row)
     out["sale"] = await _sale_of(lot_id)
-    out["paid_contributors"] = paid["paid"]
     return out
 
 

@@ -121,6 +121,7 @@ class MarketSale(Table, tablename="market_sale"):
     gross_fen = BigInt()
     benefit_fen = BigInt(null=True, default=None)
     residents_fen = BigInt(null=True, default=None)
+    paid = Integer(null=True, default=None)  # contributors whose share was at least one fen, once settled
     note = Text(default="")
     recorded_by = UUID(null=True, default=None)
     recorded_at = Timestamptz(default=TimestamptzNow())

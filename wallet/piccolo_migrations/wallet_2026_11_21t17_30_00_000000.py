@@ -7,7 +7,7 @@ fen into energy at a programme's published rate."""
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from piccolo.engine import engine_finder
 
-ID = "2026-11-21T17:20:00:000000"
+ID = "2026-11-21T17:30:00:000000"
 VERSION = "1.38.0"
 DESCRIPTION = "carbon market constraints and money-ledger system accounts"
 
@@ -100,7 +100,7 @@ SQL = [
     """ALTER TABLE market_sale ADD CONSTRAINT market_sale_shape CHECK (
          state IN ('pending', 'settled', 'cancelled') AND price_per_tonne_fen > 0 AND gross_fen >= 0
          AND (state = 'settled') = (settled_at IS NOT NULL) AND (state = 'cancelled') = (cancelled_at IS NOT NULL)
-         AND (state = 'settled') = (benefit_fen IS NOT NULL AND residents_fen IS NOT NULL)
+         AND (state = 'settled') = (benefit_fen IS NOT NULL AND residents_fen IS NOT NULL AND paid IS NOT NULL)
          AND (benefit_fen IS NULL OR benefit_fen + residents_fen = gross_fen))""",
     "CREATE UNIQUE INDEX market_sale_live_per_lot ON market_sale (lot) WHERE state <> 'cancelled'",
     "CREATE UNIQUE INDEX market_sale_ref_once ON market_sale (exchange_ref) WHERE state <> 'cancelled'",
@@ -110,9 +110,11 @@ SQL = [
            RAISE EXCEPTION 'a sale resolves exactly once (% -> %)', OLD.state, NEW.state
              USING ERRCODE = 'restrict_violation';
          END IF;
-         IF (to_jsonb(NEW) - 'state' - 'settled_at' - 'cancelled_at' - 'cancel_reason' - 'benefit_fen' - 'residents_fen')
+         IF (to_jsonb(NEW) - 'state' - 'settled_at' - 'cancelled_at' - 'cancel_reason' - 'benefit_fen' - 'residents_fen'
+             - 'paid')
             IS DISTINCT FROM
-            (to_jsonb(OLD) - 'state' - 'settled_at' - 'cancelled_at' - 'cancel_reason' - 'benefit_fen' - 'residents_fen')
+            (to_jsonb(OLD) - 'state' - 'settled_at' - 'cancelled_at' - 'cancel_reason' - 'benefit_fen' - 'residents_fen'
+             - 'paid')
          THEN
            RAISE EXCEPTION 'what a sale recorded never changes' USING ERRCODE = 'restrict_violation';
          END IF;
