@@ -77,6 +77,11 @@ def test_run_serves_keeps_data_and_stops_cleanly(work_dir: Path) -> None:
         demo = DEMO_HOLDERS[0]
         login = httpx.post(first.base + "/v1/auth/login", json={"login": demo.login, "password": DEMO_PASSWORD})
         assert login.status_code == 200, login.text
+        lots = httpx.get(first.base + "/v1/market/lots").json()
+        assert sorted(lot["state"] for lot in lots) == ["open", "settled"], "the demo market: one lot sold, one open"
+        statement = httpx.get(first.base + "/v1/me/market",
+                              headers={"Authorization": f"Bearer {login.json()['access_token']}"}).json()
+        assert statement["consent"]["opted_in"] and statement["lots"], statement
         email = unique_email("restart")
         assert (
             httpx.post(first.base + "/v1/auth/register", json={"email": email, "password": PASSWORD}).status_code == 201
@@ -90,6 +95,7 @@ def test_run_serves_keeps_data_and_stops_cleanly(work_dir: Path) -> None:
     second = Run(data_dir, work_dir / "make-run-2.log")
     try:
         assert "0 demo holders created" in second.log.read_text(), "demo data loads once"
+        assert len(httpx.get(second.base + "/v1/market/lots").json()) == 2, "the demo market is made once"
         again = httpx.post(second.base + "/v1/auth/login", json={"login": email, "password": PASSWORD})
         assert again.status_code == 200, "a restart keeps everything"
     finally:

@@ -1,7 +1,8 @@
 """The public pages in a real headless browser (Debian's chromium, driven by Playwright): every page type loads
 with no console error, links lead from the index to a city, its district and community and back, to the team,
-partner and methodology pages; the chart is drawn (bars of non-zero size, in view); a 390×844 phone has no
-horizontal scrolling; a screenshot of each page type goes to the test artefact folder.
+partner and methodology pages, and to the carbon market's lots and one sold lot; the chart is drawn (bars of
+non-zero size, in view); a 390×844 phone has no horizontal scrolling; a screenshot of each page type goes to the
+test artefact folder.
 
 The tests are plain functions (Playwright's sync API cannot run inside the running asyncio loop); the world is
 seeded once by an async fixture. No browser is ever downloaded: without chromium these tests fail and say so."""
@@ -21,6 +22,9 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_play
 from redis.asyncio import Redis
 
 from tests.leaderboard_support import Arena, fresh_start, make_arena
+from tests.ledger_support import make_kit
+from tests.market_page_support import settled_lot
+from tests.market_support import new_programme, opt_out_everyone
 from tests.page_support import World, artefacts_dir, seed_world
 from tests.support import ApiProcess, Resident
 
@@ -45,7 +49,19 @@ async def world(passwords: object, settings: Any, client: httpx.Client, redis: R
 
 
 @pytest.fixture(scope="module")
-def site(work_dir: Path, world: World) -> Iterator[str]:
+async def lot_id(passwords: object, settings: Any, operator: Resident, world: World) -> int:
+    """A lot sold and settled through the operator API, a tenth of it to a public-benefit project (after `world`,
+    so the async fixtures run in one order)."""
+    await opt_out_everyone()
+    programme = await new_programme(benefit_ppm=100_000, benefit_name_zh="社区植树", benefit_name_en="Community trees",
+                                    benefit_url="https://example.org/trees")
+    lot, _, _ = await settled_lot(operator, await make_kit(passwords, settings), programme.code,
+                                  [[3000, 2000], [5000]], 8_500)
+    return int(lot["id"])
+
+
+@pytest.fixture(scope="module")
+def site(work_dir: Path, world: World, lot_id: int) -> Iterator[str]:
     """An API process of this module's own, started after the seeding: pages cached by earlier modules' reads (the
     index keeps its list of partners for a few seconds) cannot hide what this world added."""
     proc = ApiProcess(work_dir).start()
@@ -54,9 +70,9 @@ def site(work_dir: Path, world: World) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def browser(world: World) -> Iterator[Browser]:
-    """Started after the async fixtures (hence `world`): while Playwright's sync API is open, its own event loop
-    runs in this thread and pytest-asyncio could not set up an async fixture."""
+def browser(world: World, lot_id: int) -> Iterator[Browser]:
+    """Started after the async fixtures (hence `world` and `lot_id`): while Playwright's sync API is open, its own
+    event loop runs in this thread and pytest-asyncio could not set up an async fixture."""
     executable = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
     if not executable:
         pytest.fail("Debian's chromium is missing (looked for /usr/bin/chromium): run `make test`, which installs it")
@@ -92,17 +108,18 @@ def path(*segments: str) -> str:
     return "/" + "/".join(quote(s, safe="") for s in segments)
 
 
-def pages_of(world: World) -> dict[str, str]:
+def pages_of(world: World, lot_id: int) -> dict[str, str]:
     return {"index": "/", "city": path("c", world.city), "district": path("c", world.city, world.districts[0]),
             "community": path("c", world.city, world.districts[0], world.community),
             "team": path("t", str(world.team["id"])), "partner": path("p", str(world.partner["id"])),
-            "methodology": "/methodology", "not-found": path("c", "没有这个城市")}
+            "methodology": "/methodology", "lots": "/lots", "lot": path("lots", str(lot_id)),
+            "not-found": path("c", "没有这个城市")}
 
 
 def test_every_page_type_loads_cleanly_fits_a_phone_and_is_photographed(
-        browser: Browser, site: str, world: World) -> None:
+        browser: Browser, site: str, world: World, lot_id: int) -> None:
     out = artefacts_dir()
-    for name, url in pages_of(world).items():
+    for name, url in pages_of(world, lot_id).items():
         for label, options in (("phone", {"viewport": PHONE, "device_scale_factor": 2, "is_mobile": True}),
                                ("desktop", {"viewport": {"width": 1280, "height": 900}})):
             with Tab(browser, site, **options) as tab:
@@ -115,6 +132,7 @@ def test_every_page_type_loads_cleanly_fits_a_phone_and_is_photographed(
                 assert overflow <= 0, (name, label, overflow)
                 tab.page.screenshot(path=str(out / f"{name}-{label}.png"), full_page=True)
     assert len(list(out.glob("*-phone.png"))) >= 8
+    assert {"lots-phone.png", "lot-desktop.png"} <= {p.name for p in out.glob("lot*.png")}
 
 
 def test_links_lead_down_from_the_index_and_back_up(browser: Browser, site: str, world: World) -> None:
@@ -182,4 +200,24 @@ def test_the_charts_are_drawn_in_view_with_a_title_per_bar(browser: Browser, sit
         page.locator("section[aria-labelledby=daily-h] details summary").click()
         expect(page.locator("section[aria-labelledby=daily-h] details table tbody tr")).to_have_count(30)
         page.locator("svg.daily").screenshot(path=str(artefacts_dir() / "chart-daily-phone.png"))
+        assert tab.errors == [], tab.errors
+
+
+def test_the_index_leads_to_the_lots_and_a_sold_lot_in_both_languages(
+        browser: Browser, site: str, lot_id: int) -> None:
+    with Tab(browser, site, viewport=PHONE, is_mobile=True) as tab:
+        page = tab.page
+        page.goto("/")
+        page.locator("main a.lots").click()
+        expect(page.locator("h1")).to_have_text("碳减排量批次")
+        page.locator(f'li[data-lot="{lot_id}"]').get_by_role("link", name=f"第 {lot_id} 批").click()
+        expect(page.locator("h1")).to_have_text(f"第 {lot_id} 批")
+        expect(page.locator("a.benefit")).to_have_text("社区植树")
+        hash_box = page.locator("code.hash").bounding_box()
+        assert hash_box is not None and hash_box["x"] + hash_box["width"] <= PHONE["width"], hash_box
+        page.get_by_role("link", name="English").click()
+        expect(page.locator("h1")).to_have_text(f"Lot {lot_id}")
+        expect(page.locator("a.benefit")).to_have_text("Community trees")
+        page.locator("nav.crumbs").get_by_role("link", name="Carbon market lots").click()
+        expect(page.locator(f'li[data-lot="{lot_id}"] .state')).to_have_text("Sold and paid out")
         assert tab.errors == [], tab.errors

@@ -99,7 +99,7 @@ class MarketAdminController(Controller):
         return _created(lot_out(lot), created)
 
     @get("/lots", operation_id="adminListLots", summary="Lots, newest first", responses=problem_responses(
-        400, 401, 403, 503))
+        400, 401, 403, 422, 503))
     async def lots(self, lot_state: LotStateQuery = None, before: FromQuery[int | None] = None,
                    limit: FromQuery[int] = 50) -> list[LotOut]:
         return [lot_out(x) for x in await list_lots(state=lot_state, before=before_checked(before),

@@ -73,7 +73,7 @@ class MarketController(Controller):
         return programme_out(await get_programme(code[:64]))
 
     @get("/lots", operation_id="listPublicLots", summary="Every lot, with its sale", opt={"exclude_from_auth": True},
-         responses=problem_responses(400, 503))
+         responses=problem_responses(400, 422, 503))
     async def lots(self, before: FromQuery[int | None] = None, limit: FromQuery[int] = 50) -> list[PublicLotOut]:
         """Newest first; the next page is `before` = the last id. Totals, contributors and, once settled, the price
         and where the public-benefit share went. Cancelled lots stay listed: they are part of the record."""

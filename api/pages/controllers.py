@@ -1,11 +1,12 @@
-"""The public pages: server-rendered HTML for cities, districts, communities, teams, partners and the methodology,
-with no login and no JavaScript. Each answer is a cached page (see cache.py) with a strong ETag of its body, so
-a reader's browser revalidates with If-None-Match and gets 304 without the body."""
+"""The public pages: server-rendered HTML for cities, districts, communities, teams, partners, the methodology and
+the carbon market's lots, with no login and no JavaScript. Each answer is a cached page (see cache.py) with a
+strong ETag of its body, so a reader's browser revalidates with If-None-Match and gets 304 without the body."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.pages.cache import Memo, Page, etag_matches, page_of
+from api.pages.lots import lot_page, lots_page
 from api.pages.text import PERIODS, pick_language
 from api.pages.views import View, Views, place_scope
 
@@ -38,6 +40,8 @@ DATA_MAX = 2_000
 DEFAULT_PERIOD = "week"
 SEGMENT_CHARS_MAX = 100
 QUERY_CHARS_MAX = 40
+TEAM_ID = re.compile(r"[0-9]{1,18}")  # not str.isdigit: it takes "²", which int() refuses, and "١٢"
+LOT_ID = re.compile(r"[1-9][0-9]{0,17}")  # ASCII digits only, and small enough that `id + 1` is still a bigint
 
 
 class _Caches:
@@ -108,6 +112,10 @@ def _period(period: str | None) -> str:
     return period if period in PERIODS else DEFAULT_PERIOD
 
 
+def _lot_id(text: str) -> int | None:
+    return int(text) if LOT_ID.fullmatch(text) else None
+
+
 class PagesController(Controller):
     path = "/"
     include_in_schema = False
@@ -153,7 +161,7 @@ class PagesController(Controller):
     async def team(self, request: Request[Any, Any, Any], team_id: FromPath[str],
                    period: FromQuery[str | None] = None) -> Response[bytes]:
         chosen = _period(period)
-        number = int(team_id) if team_id.isdigit() and len(team_id) < 19 else None
+        number = int(team_id) if TEAM_ID.fullmatch(team_id) else None
 
         async def build(views: Views) -> View:
             return await views.team_page(number, chosen) if number is not None else None
@@ -175,3 +183,24 @@ class PagesController(Controller):
     @get("/methodology")
     async def methodology(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         return await _answer(request, ("methodology",), lambda v: v.methodology_page())
+
+    @get("/lots")
+    async def lots(self, request: Request[Any, Any, Any], before: FromQuery[str | None] = None) -> Response[bytes]:
+        """Every lot, newest first; `?before=` the last lot of the previous page (an unknown one is a 404 page)."""
+        cursor = _lot_id(before) if before is not None else None
+        usable = before is None or cursor is not None
+
+        async def build(views: Views) -> View:
+            return await lots_page(views, cursor) if usable else None
+
+        return await _answer(request, ("lots", cursor if usable else "?"), build)
+
+    @get("/lots/{lot_id:str}")
+    async def lot(self, request: Request[Any, Any, Any], lot_id: FromPath[str]) -> Response[bytes]:
+        """One lot's public account: its programme, totals, sale, public-benefit share and manifest hash."""
+        number = _lot_id(lot_id)
+
+        async def build(views: Views) -> View:
+            return await lot_page(views, number) if number is not None else None
+
+        return await _answer(request, ("lot", number if number is not None else "?"), build)

@@ -14,7 +14,8 @@ from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
 __all__ = [
-    "LANGUAGES", "PERIODS", "Formats", "Link", "equivalents", "grams", "mass", "number", "pick_language", "strings",
+    "LANGUAGES", "PERIODS", "Formats", "Link", "co2e", "equivalents", "grams", "mass", "number", "percent",
+    "pick_language", "strings", "yuan",
 ]
 
 LANGUAGES = ("zh-CN", "en")
@@ -85,6 +86,36 @@ def grams(mg: int) -> str:
     return f"{number(g / 1000, 2)} kg" if g >= 1000 else f"{number(g, 2 if g < 10 else 1 if g < 100 else 0)} g"
 
 
+def _hundredths(value: int, per: int) -> str:
+    """`value` / `per` with two decimals, rounded down, in integers only (no float ever sees an amount)."""
+    whole, part = divmod(value * 100 // per, 100)
+    return f"{whole:,}.{part:02d}"
+
+
+def co2e(mg: int) -> str:
+    """A lot's mass of CO2e, rounded down so it never states more than was pooled: t from a tonne, kg from a
+    kilogram, else g. The exact milligrams go beside it in the page's <data value>."""
+    if mg < 0:
+        return "-" + co2e(-mg)
+    if mg >= 1_000_000_000:
+        return f"{_hundredths(mg, 1_000_000_000)} t CO2e"
+    if mg >= 1_000_000:
+        return f"{_hundredths(mg, 1_000_000)} kg CO2e"
+    return f"{_hundredths(mg, 1_000)} g CO2e"
+
+
+def yuan(fen: int) -> str:
+    """Money from integer fen: ¥85.00."""
+    sign, fen = ("-", -fen) if fen < 0 else ("", fen)
+    return f"{sign}¥{fen // 100:,}.{fen % 100:02d}"
+
+
+def percent(ppm: int) -> str:
+    """A share in parts per million as a percentage, exactly (100,000 ppm → 10%, 12,345 ppm → 1.2345%)."""
+    whole, part = divmod(ppm, 10_000)
+    return f"{whole:,}" + (f".{part:04d}".rstrip("0") if part else "") + "%"
+
+
 def _how_many(value: float) -> str:
     return number(value, 1 if value < 10 else 0)
 
@@ -98,6 +129,9 @@ class Formats:
         self.mass = mass
         self.grams = grams
         self.number = number
+        self.co2e = co2e
+        self.yuan = yuan
+        self.percent = percent
 
     def trees(self, mg: int) -> str:
         return self.t["trees"].format(n=_how_many(max(mg, 0) / equivalents()["tree_year"]["mg"]))
@@ -107,6 +141,12 @@ class Formats:
 
     def when(self, at: datetime | None) -> str:
         return at.astimezone(self.tz).strftime("%Y-%m-%d %H:%M") if at else "—"
+
+    def day(self, at: datetime | date | None) -> str:
+        """A date, or the local day of a moment in the boards' time zone."""
+        if at is None:
+            return "—"
+        return (at.astimezone(self.tz).date() if isinstance(at, datetime) else at).isoformat()
 
     def month(self, d: date) -> str:
         return d.strftime("%Y-%m")

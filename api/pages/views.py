@@ -72,11 +72,12 @@ class Views:
         self.f = Formats(self.t, tz)
         self.link = Link(language, explicit)
 
-    def _base(self, title: str, crumbs: list[tuple[str, str]], switch: str) -> dict[str, Any]:
+    def base(self, title: str, crumbs: list[tuple[str, str]], switch: str) -> dict[str, Any]:
+        """What every page's frame needs: the strings, formats, links home, to the methodology and the lots."""
         key = "source_zh" if self.language == "zh-CN" else "source_en"
         return {"t": self.t, "f": self.f, "link": self.link, "title": title, "crumbs": crumbs,
                 "switch_href": switch, "home_href": self.link(""), "methodology_href": self.link("methodology"),
-                "sources": [equivalents()[k][key] for k in ("tree_year", "car_km")]}
+                "lots_href": self.link("lots"), "sources": [equivalents()[k][key] for k in ("tree_year", "car_km")]}
 
     async def _cached(self, key: tuple[Any, ...], make: Callable[[], Awaitable[Any]]) -> Any:
         return await self.data.get(key, make)
@@ -98,7 +99,7 @@ class Views:
         title = title or scope.names[-1]
         if scope.kind == "team":
             crumbs.append((title, self.link(*scope.path)))
-        ctx = self._base(title, crumbs, self.link.switched(*scope.path, period=period))
+        ctx = self.base(title, crumbs, self.link.switched(*scope.path, period=period))
         ctx.update(
             scope=scope, kind_label=self.t[f"kind_{scope.kind}"], summary=summary, period=period,
             periods=[(p, self.t[f"period_{p}"], self.link(*scope.path, period=p)) for p in PERIODS],
@@ -183,7 +184,7 @@ class Views:
                                     lambda: enterprise_ledger(partner_id, from_day=first, to_day=today))
         name = partner["name"] if self.language == "zh-CN" else (partner["name_en"] or partner["name"])
         crumbs = [(self.t["home"], self.link("")), (name, self.link("p", str(partner_id)))]
-        ctx = self._base(name, crumbs, self.link.switched("p", str(partner_id)))
+        ctx = self.base(name, crumbs, self.link.switched("p", str(partner_id)))
         months = [{"month": m["month"], "participants": m["participants"],
                    "mg": sum(b["reduction_mg"] for b in m["behaviours"]),
                    "behaviours": [self._behaviour(b["behaviour"], b["category"], b["reduction_mg"], b["credits"])
@@ -214,7 +215,7 @@ class Views:
         changed = {r.version: [b.name_zh if zh else b.name_en for b in behaviours().values()
                                if any(v.since == r.version for v in b.versions)] for r in releases()}
         crumbs = [(self.t["home"], self.link("")), (self.t["methodology_title"], self.link("methodology"))]
-        ctx = self._base(self.t["methodology_title"], crumbs, self.link.switched("methodology"))
+        ctx = self.base(self.t["methodology_title"], crumbs, self.link.switched("methodology"))
         ctx.update(groups=groups, current=self.t["current_release"].format(version=CURRENT_RELEASE),
                    releases=[{"version": r.version, "date": r.date, "summary": r.summary_zh if zh else r.summary_en,
                               "changes": r.changes, "behaviours": changed[r.version]} for r in reversed(releases())])
@@ -227,7 +228,7 @@ class Views:
         teams = await group_board(self.redis, self.tz, "team", "-", "month", limit=PER_CAPITA_ROWS)
         partners = await self._cached(("partners",), list_partners)
         zh = self.language == "zh-CN"
-        ctx = self._base(self.t["index_title"], [(self.t["home"], self.link(""))], self.link.switched("", q=q))
+        ctx = self.base(self.t["index_title"], [(self.t["home"], self.link(""))], self.link.switched("", q=q))
         ctx.update(
             q=q, cities=[(c, self.link("c", c)) for c in cities if c],
             teams=[(s.rank, _team_name(teams.names.get(s.member, {}), zh), self.link("t", s.member), s.mg)
@@ -238,7 +239,7 @@ class Views:
         return "pages/index.html.j2", ctx
 
     def not_found(self) -> tuple[str, dict[str, Any]]:
-        ctx = self._base(self.t["not_found_title"], [(self.t["home"], self.link(""))], self.link.switched(""))
+        ctx = self.base(self.t["not_found_title"], [(self.t["home"], self.link(""))], self.link.switched(""))
         return "pages/error.html.j2", ctx | {"message": self.t["not_found_text"]}
 
 

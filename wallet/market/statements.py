@@ -9,7 +9,7 @@ from typing import Any
 from wallet.db import connection, engine
 from wallet.errors import DomainError
 from wallet.ledger.allocation import largest_remainder
-from wallet.market.lots import LOT_COLUMNS, get_lot
+from wallet.market.lots import LOT_COLUMNS
 from wallet.market.sales import SALE_COLUMNS
 
 __all__ = ["get_consent", "my_lot", "my_market", "public_lot", "public_lots", "set_consent"]
@@ -85,22 +85,15 @@ SELECT {LOT_COLUMNS}, p.exchange_zh, p.exchange_en, p.payout, p.energy_per_fen, 
 FROM market_lot l JOIN market_programme p ON p.id = l.programme"""  # noqa: S608 - constant SQL
 
 
-async def _sale_of(lot_id: int) -> dict[str, Any] | None:
-    async with connection() as conn:
-        row = await conn.fetchrow(
-            f"""SELECT {SALE_COLUMNS} FROM market_sale WHERE lot = $1 AND state <> 'cancelled'""",  # noqa: S608
-            lot_id)
-    return dict(row) if row else None
-
-
 async def public_lot(lot_id: int) -> dict[str, Any]:
-    """A lot as anyone may see it: no holder ids, no grams per person."""
-    await get_lot(lot_id)
-    async with connection() as conn:
+    """A lot as anyone may see it (no holder ids, no grams per person), with its live sale, read in one snapshot."""
+    async with connection() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         row = await conn.fetchrow(_PUBLIC + " WHERE l.id = $1", lot_id)
-    out = dict(row)
-    out["sale"] = await _sale_of(lot_id)
-    return out
+        if row is None:
+            raise DomainError("not_found", "lot-not-found", "No lot has this id.")
+        sale = await conn.fetchrow(
+            f"SELECT {SALE_COLUMNS} FROM market_sale WHERE lot = $1 AND state <> 'cancelled'", lot_id)  # noqa: S608
+    return {**dict(row), "sale": dict(sale) if sale else None}
 
 
 async def public_lots(*, before: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
