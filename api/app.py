@@ -142,7 +142,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         plugins=[StrictStructSchemaPlugin(), live_plugin(Redis.from_url(settings.redis_url, socket_connect_timeout=2))],
         openapi_config=OpenAPIConfig(
             title="Carbon Wallet API",
-            version="0.7.0",
+            version="0.8.0",
             description=DESCRIPTION,
             path="/schema",
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
