@@ -294,12 +294,13 @@ class LedgerAdminController(Controller):
                                       operator_id=request.user.holder_id)
         return Reversed(id=done["id"], reverses=done["reverses"], amount=done["amount"])
 
-    @get("/check", operation_id="adminCheckLedger", summary="Reconcile the energy ledger",
+    @get("/check", operation_id="adminCheckLedger", summary="Reconcile the ledger (energy and fen) and the market",
          responses=problem_responses(400, 401, 403, 422, 503))
     async def check(self, examples: FromQuery[int] = 5) -> LedgerCheck:
         """Postings sum to zero; cached balances equal their transfers; nothing below zero; each pending
         resolved at most once; balls, held energy and redemptions agree with the ledger; completed projects'
-        certificates cover what they raised. Lists a few offenders per failed check."""
+        certificates cover what they raised; lots, sales and payouts agree with the book and the money ledger, and
+        every manifest and settlement recomputes (README: The carbon market). Lists a few offenders per failed check."""
         if not 0 <= examples <= 100:
             raise DomainError("invalid", "invalid-examples", "examples must be between 0 and 100.")
         report = await check_ledger(examples=examples)
