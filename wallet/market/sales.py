@@ -144,9 +144,11 @@ _ACCOUNTS = """
 WITH made AS (
     INSERT INTO ledger_account (unit, purpose, code, holder, balance, created_at)
     SELECT 'fen', 'available', 'fen:' || h || ':available', h, 0, now() FROM unnest($1::uuid[]) AS h
-    WHERE $2 = 'fen' ON CONFLICT (code) DO NOTHING RETURNING 1
+    WHERE $2 = 'fen' ORDER BY h ON CONFLICT DO NOTHING RETURNING 1
 )
 SELECT (SELECT count(*) FROM made) AS made"""
+# Accounts are made in holder order (two settlements making the same ones never wait on each other crosswise) and
+# any unique index may be the one a concurrent settlement hit first; then all are locked in id order (LEDGER L5).
 _LOCK = """SELECT id, holder FROM ledger_account WHERE holder = ANY($1::uuid[]) AND unit = $2 AND purpose = 'available'
            ORDER BY id FOR UPDATE"""
 
