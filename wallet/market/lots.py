@@ -2,10 +2,11 @@
 
 Selection is deterministic: the eligible, not-yet-pooled credits of opted-in residents, oldest local day first
 (then by entry id), up to the smallest prefix that reaches the lot's target; entries are never split, so a lot
-holds its target plus less than one entry. Lot creations take one transaction-scoped advisory lock, so they queue
-rather than race for the same entries; the partial UNIQUE index on live lot items is what guarantees an entry is in
-at most one live lot even if something bypassed the lock. A lot's row is written last, once its totals and manifest
-hash are known (its items refer to it through deferred foreign keys).
+holds its target plus less than one entry. The walk reads credits in index order, in growing batches, and stops at
+the target, so a lot costs what it holds rather than what the pool holds. Lot creations take one transaction-scoped
+advisory lock, so they queue rather than race for the same entries; the partial UNIQUE index on live lot items is
+what guarantees an entry is in at most one live lot even if something bypassed the lock. A lot's row is written
+last, once its totals and manifest hash are known (its items refer to it through deferred foreign keys).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ __all__ = [
     "lot_manifest",
 ]
 
-MAX_LOT_ENTRIES = 250_000  # a manifest of ~60 MB; larger sales are several lots
+MAX_LOT_ENTRIES = 250_000  # a manifest of up to ~100 MB; larger sales are several lots
 MAX_TARGET_MG = 10**15  # a million tonnes
 _POOL_LOCK = 0x4C4F5453  # "LOTS"
 
@@ -48,15 +49,13 @@ WHERE e.kind = 'credit' AND e.reduction_mg > 0 AND e.local_day BETWEEN $4 AND $5
   AND NOT EXISTS (SELECT 1 FROM book_entry r WHERE r.reverses = e.id)
   AND NOT EXISTS (SELECT 1 FROM market_lot_item i WHERE i.entry = e.id AND NOT i.released)"""
 
-_PICK = f"""
-WITH eligible AS ({_ELIGIBLE}),
-ranked AS (
-    SELECT id, holder, reduction_mg,
-           sum(reduction_mg) OVER (ORDER BY local_day, id ROWS UNBOUNDED PRECEDING) AS running
-    FROM eligible
-)
+# The next eligible entries after a (local_day, id) cursor, walking book_entry_credit_day in order: a lot's cost
+# follows its size, not the pool's (ranking the whole pool took 9 s for a 10,000-entry lot out of a million).
+_NEXT = f"""{_ELIGIBLE}
+  AND (e.local_day, e.id) > ($7, $8) ORDER BY e.local_day, e.id LIMIT $9"""
+_INSERT_ITEMS = """
 INSERT INTO market_lot_item (lot, entry, holder, reduction_mg, released)
-SELECT $7, id, holder, reduction_mg, false FROM ranked WHERE running - reduction_mg < $8 ORDER BY id"""  # noqa: S608
+SELECT $1, e, h, g, false FROM unnest($2::bigint[], $3::uuid[], $4::bigint[]) AS x(e, h, g) ORDER BY e"""
 
 _HOLD_HEADS = """
 SELECT holder_id FROM book_head WHERE holder_id IN (SELECT DISTINCT holder FROM market_lot_item WHERE lot = $1)
@@ -121,6 +120,38 @@ async def _existing(conn: asyncpg.Connection, operator: uuid.UUID | None, key: s
     return dict(row)
 
 
+async def _pick(conn: asyncpg.Connection, programme: Programme, start: date, end: date,
+                target_mg: int) -> tuple[list[int], list[uuid.UUID], list[int]]:
+    """The smallest prefix of the eligible entries, in (local_day, id) order, that reaches `target_mg`; refusals
+    say how much there is, or that the lot would be too large, as soon as that is known."""
+    entries: list[int] = []
+    holders: list[uuid.UUID] = []
+    grams: list[int] = []
+    taken, after, batch = 0, (start, 0), 2_000
+    while taken < target_mg:
+        rows = await conn.fetch(_NEXT, *_args(programme, start, end), *after, batch)
+        for r in rows:
+            entries.append(r["id"])
+            holders.append(r["holder"])
+            grams.append(r["reduction_mg"])
+            taken += r["reduction_mg"]
+            if taken >= target_mg:
+                break
+        if len(entries) > MAX_LOT_ENTRIES:
+            raise DomainError("invalid", "lot-too-large",
+                              f"This lot would hold more than {MAX_LOT_ENTRIES:,} entries; make several smaller lots.",
+                              field="target_mg")
+        if len(rows) < batch:
+            break
+        after, batch = (rows[-1]["local_day"], rows[-1]["id"]), min(batch * 2, 50_000)
+    if taken < target_mg:
+        raise DomainError("conflict", "not-enough-eligible",
+                          f"Only {taken:,} mg CO2e ({len(entries):,} entries of {len(set(holders)):,} residents) are "
+                          f"eligible and not yet pooled in {start} to {end}; lower the target or widen the days.",
+                          available_mg=taken)
+    return entries, holders, grams
+
+
 async def create_lot(operator: uuid.UUID | None, programme_code: str, target_mg: int, *, day_from: date | None = None,
                      day_to: date | None = None, note: str = "",
                      idempotency_key: str | None = None) -> tuple[dict[str, Any], bool]:
@@ -143,8 +174,9 @@ async def create_lot(operator: uuid.UUID | None, programme_code: str, target_mg:
             raise DomainError("conflict", "programme-closed", f"The programme {programme.code} is closed to new lots.")
         lot_id, created_at = await conn.fetchrow(
             "SELECT nextval(pg_get_serial_sequence('market_lot', 'id')), now()")
+        picked = await _pick(conn, programme, start, end, target_mg)
         try:
-            await conn.execute(_PICK, *_args(programme, start, end), lot_id, target_mg)
+            await conn.execute(_INSERT_ITEMS, lot_id, *picked)
         except asyncpg.UniqueViolationError as exc:  # only if something pooled without the lock
             raise DomainError("conflict", "lot-race", "Another lot took some of these entries; try again.") from exc
         # Reversals of these holders wait from here until the lot commits (they lock the book head for update),
@@ -154,15 +186,6 @@ async def create_lot(operator: uuid.UUID | None, programme_code: str, target_mg:
         rows = await conn.fetch(_CONTRIBUTORS, lot_id)
         totals = {"total_mg": sum(r["reduction_mg"] for r in rows), "entries": sum(r["entries"] for r in rows),
                   "holders": len(rows)}
-        if totals["total_mg"] < target_mg:
-            raise DomainError("conflict", "not-enough-eligible",
-                              f"Only {totals['total_mg']:,} mg CO2e ({totals['entries']:,} entries of "
-                              f"{totals['holders']:,} residents) are eligible and not yet pooled in {start} to {end}; "
-                              "lower the target or widen the days.", available_mg=totals["total_mg"])
-        if totals["entries"] > MAX_LOT_ENTRIES:
-            raise DomainError("invalid", "lot-too-large",
-                              f"This lot would hold {totals['entries']:,} entries (at most {MAX_LOT_ENTRIES:,}); "
-                              "make several smaller lots.", field="target_mg")
         header = _lot_header(lot_id, created_at, start, end, target_mg, totals)
         manifest = await read_manifest(conn, header, programme.as_rules())
         await conn.execute(
