@@ -38,13 +38,14 @@ test: install browser ## lint, then the whole suite on real servers (and Debian'
 	@$(VENV)/bin/ruff check --quiet .
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: install ## benchmarks (GET targets, partner intake, energy and the mall, leaderboards, notifications, community pages and ledgers); results go to bench/RESULTS.md
+bench: install ## benchmarks (GET targets, partner intake, energy and the mall, leaderboards, notifications, community pages and ledgers, the carbon market); results go to bench/RESULTS.md
 	@$(PY) -m bench.run $(BENCH_ARGS)
 	@$(PY) -m bench.intake $(INTAKE_ARGS)
 	@$(PY) -m bench.energy $(ENERGY_ARGS)
 	@$(PY) -m bench.leaderboards $(LEADERBOARD_ARGS)
 	@$(PY) -m bench.notifications $(NOTIFICATION_ARGS)
 	@$(PY) -m bench.community $(COMMUNITY_ARGS)
+	@$(PY) -m bench.market $(MARKET_ARGS)
 
 lint: install
 	@$(VENV)/bin/ruff check .
