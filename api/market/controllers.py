@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import msgspec
 from litestar import Controller, Request, get, put
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody
@@ -122,5 +123,5 @@ class MyMarketController(Controller):
                               category=e["category"], reduction_mg=e["reduction_mg"],
                               entry_hash=bytes(e["entry_hash"]).hex(), reversed=e["reversed"], fen=e["fen"],
                               energy=e["energy"]) for e in out["entries"]]
-        return MyLotOut(**{f: getattr(summary, f) for f in summary.__struct_fields__}, entries=entries)
+        return MyLotOut(**msgspec.structs.asdict(summary), entries=entries)
 

@@ -73,6 +73,7 @@ RETURNING reduction_mg, entries"""
 LOT_COLUMNS = """l.id, l.programme, l.state, l.target_mg, l.day_from, l.day_to, l.total_mg, l.entries, l.holders,
     l.manifest_hash, l.note, l.created_at, l.cancelled_at, l.cancel_reason, p.code AS programme_code,
     p.name_zh AS programme_name_zh, p.name_en AS programme_name_en, l.reversed_mg"""
+_LOTS = f"SELECT {LOT_COLUMNS} FROM market_lot l JOIN market_programme p ON p.id = l.programme"  # noqa: S608
 
 
 def _window(programme: Programme, day_from: date | None, day_to: date | None) -> tuple[date, date]:
@@ -109,9 +110,7 @@ def _lot_header(lot_id: int, created_at: Any, start: date, end: date, target: in
 
 async def _existing(conn: asyncpg.Connection, operator: uuid.UUID | None, key: str,
                     fields: tuple) -> dict[str, Any] | None:
-    row = await conn.fetchrow(
-        f"SELECT {LOT_COLUMNS} FROM market_lot l JOIN market_programme p ON p.id = l.programme "  # noqa: S608
-        "WHERE l.created_by = $1 AND l.idempotency_key = $2", operator, key)
+    row = await conn.fetchrow(_LOTS + " WHERE l.created_by = $1 AND l.idempotency_key = $2", operator, key)
     if row is None:
         return None
     if (row["programme_code"], row["target_mg"], row["day_from"], row["day_to"], row["note"]) != fields:
@@ -202,15 +201,11 @@ async def create_lot(operator: uuid.UUID | None, programme_code: str, target_mg:
                VALUES ($1, $2, 'open', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)""",
             lot_id, programme.id, target_mg, start, end, totals["total_mg"], totals["entries"], totals["holders"],
             manifest.sha256, reversed_mg, operator, idempotency_key, note[:500], created_at)
-        row = await conn.fetchrow(
-            f"SELECT {LOT_COLUMNS} FROM market_lot l JOIN market_programme p ON p.id = l.programme "  # noqa: S608
-            "WHERE l.id = $1", lot_id)
-    return dict(row), True
+        return await get_lot(lot_id, conn), True
 
 
 async def get_lot(lot_id: int, conn: asyncpg.Connection | None = None, *, lock: bool = False) -> dict[str, Any]:
-    sql = (f"SELECT {LOT_COLUMNS} FROM market_lot l JOIN market_programme p ON p.id = l.programme "  # noqa: S608
-           "WHERE l.id = $1" + (" FOR UPDATE OF l" if lock else ""))
+    sql = _LOTS + " WHERE l.id = $1" + (" FOR UPDATE OF l" if lock else "")
     if conn is None:
         async with connection() as c:
             row = await c.fetchrow(sql, lot_id)
@@ -224,9 +219,8 @@ async def get_lot(lot_id: int, conn: asyncpg.Connection | None = None, *, lock: 
 async def list_lots(*, state: str | None = None, before: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
     async with connection() as conn:
         rows = await conn.fetch(
-            f"""SELECT {LOT_COLUMNS} FROM market_lot l JOIN market_programme p ON p.id = l.programme
-                WHERE ($1::text IS NULL OR l.state = $1) AND ($2::bigint IS NULL OR l.id < $2)
-                ORDER BY l.id DESC LIMIT $3""", state, before, limit)  # noqa: S608 - constant SQL
+            _LOTS + """ WHERE ($1::text IS NULL OR l.state = $1) AND ($2::bigint IS NULL OR l.id < $2)
+                ORDER BY l.id DESC LIMIT $3""", state, before, limit)
     return [dict(r) for r in rows]
 
 

@@ -141,12 +141,9 @@ async def cancel_sale(sale_id: int, reason: str) -> tuple[dict[str, Any], bool]:
 
 
 _ACCOUNTS = """
-WITH made AS (
-    INSERT INTO ledger_account (unit, purpose, code, holder, balance, created_at)
-    SELECT 'fen', 'available', 'fen:' || h || ':available', h, 0, now() FROM unnest($1::uuid[]) AS h
-    WHERE $2 = 'fen' ORDER BY h ON CONFLICT DO NOTHING RETURNING 1
-)
-SELECT (SELECT count(*) FROM made) AS made"""
+INSERT INTO ledger_account (unit, purpose, code, holder, balance, created_at)
+SELECT 'fen', 'available', 'fen:' || h || ':available', h, 0, now() FROM unnest($1::uuid[]) AS h
+ORDER BY h ON CONFLICT DO NOTHING"""
 # Accounts are made in holder order (two settlements making the same ones never wait on each other crosswise) and
 # any unique index may be the one a concurrent settlement hit first; then all are locked in id order (LEDGER L5).
 _LOCK = """SELECT id, holder FROM ledger_account WHERE holder = ANY($1::uuid[]) AND unit = $2 AND purpose = 'available'
@@ -171,9 +168,13 @@ async def settle_sale(sale_id: int) -> tuple[dict[str, Any], bool]:
         benefit, shares = split_proceeds(sale["gross_fen"], programme.benefit_ppm,
                                          [c["reduction_mg"] for c in contributors])
         unit = FEN if programme.payout == "fen" else ENERGY
-        await conn.execute(_ACCOUNTS, holders, unit)
+        if unit == FEN:  # a resident's money account is made at their first payout; energy accounts exist from birth
+            await conn.execute(_ACCOUNTS, holders)
         account_of = {r["holder"]: r["id"] for r in await conn.fetch(_LOCK, holders, unit)}
         exchange = await system_account(conn, "fen:exchange")
+        fen_conversion = await system_account(conn, "fen:conversion")
+        energy_conversion = await system_account(conn, "energy:conversion")
+        rate = programme.energy_per_fen or 0
         ref = {"lot": lot["id"], "sale": sale_id}
         transfers: list[Transfer] = []
         if benefit:
@@ -189,12 +190,11 @@ async def settle_sale(sale_id: int) -> tuple[dict[str, Any], bool]:
                 energy.append(0)
                 transfers.append(Transfer(key, exchange, account_of[holder], fen, "market.proceeds", who, unit=FEN))
             else:
-                rate = programme.energy_per_fen or 0
                 energy.append(fen * rate)
-                transfers.append(Transfer(f"{key}:fen", exchange, await system_account(conn, "fen:conversion"), fen,
-                                          "market.converted", {**who, "energy_per_fen": rate}, unit=FEN))
-                transfers.append(Transfer(f"{key}:energy", await system_account(conn, "energy:conversion"),
-                                          account_of[holder], fen * rate, "market.energy",
+                transfers.append(Transfer(f"{key}:fen", exchange, fen_conversion, fen, "market.converted",
+                                          {**who, "energy_per_fen": rate}, unit=FEN))
+                transfers.append(Transfer(f"{key}:energy", energy_conversion, account_of[holder], fen * rate,
+                                          "market.energy",
                                           {**who, "fen": fen, "energy_per_fen": rate}, unit=ENERGY))
         await post(conn, transfers)
         await conn.execute(

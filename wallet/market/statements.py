@@ -42,13 +42,13 @@ SELECT {LOT_COLUMNS}, m.reduction_mg AS my_mg, m.entries AS my_entries, s.id AS 
 FROM market_lot_holder m JOIN market_lot l ON l.id = m.lot JOIN market_programme p ON p.id = l.programme
 LEFT JOIN market_sale s ON s.lot = l.id AND s.state = 'settled'
 LEFT JOIN market_payout po ON po.sale = s.id AND po.holder = m.holder
-WHERE m.holder = $1 ORDER BY l.id DESC"""  # noqa: S608 - constant SQL
+WHERE m.holder = $1 AND ($2::bigint IS NULL OR l.id = $2) ORDER BY l.id DESC"""  # noqa: S608
 
 
 async def my_market(holder_id: uuid.UUID) -> dict[str, Any]:
     """My choice, my money balance, and every lot my entries went into with what it paid me."""
     async with connection() as conn:
-        lots = [dict(r) for r in await conn.fetch(_MY_LOTS, holder_id)]
+        lots = [dict(r) for r in await conn.fetch(_MY_LOTS, holder_id, None)]
         balance = await conn.fetchval(
             "SELECT balance FROM ledger_account WHERE holder = $1 AND unit = 'fen' AND purpose = 'available'",
             holder_id)
@@ -61,9 +61,8 @@ async def my_market(holder_id: uuid.UUID) -> dict[str, Any]:
 async def my_lot(holder_id: uuid.UUID, lot_id: int) -> dict[str, Any]:
     """My entries in one lot, each with its share of what I was paid (largest remainder by grams, by entry id)."""
     async with connection() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        mine = [dict(r) for r in await conn.fetch(_MY_LOTS.replace("ORDER BY l.id DESC", "AND l.id = $2"),
-                                                   holder_id, lot_id)]
-        if not mine:
+        mine = await conn.fetchrow(_MY_LOTS, holder_id, lot_id)
+        if mine is None:
             raise DomainError("not_found", "lot-not-found", "None of your book entries is in this lot.")
         entries = [dict(r) for r in await conn.fetch(
             """SELECT e.id, e.local_day, e.behaviour, e.behaviour_version, e.methodology_release, e.category,
@@ -71,7 +70,7 @@ async def my_lot(holder_id: uuid.UUID, lot_id: int) -> dict[str, Any]:
                       EXISTS (SELECT 1 FROM book_entry r WHERE r.reverses = e.id) AS reversed
                FROM market_lot_item i JOIN book_entry e ON e.id = i.entry
                WHERE i.lot = $1 AND i.holder = $2 ORDER BY e.id""", lot_id, holder_id)]
-    lot = mine[0]
+    lot = dict(mine)
     fen = largest_remainder(lot["my_fen"] or 0, [e["reduction_mg"] for e in entries])
     energy = largest_remainder(lot["my_energy"] or 0, [e["reduction_mg"] for e in entries])
     for e, f, en in zip(entries, fen, energy, strict=True):
