@@ -37,6 +37,7 @@ from notifications.triggers_scheduled import (
 from wallet.db import close_pool, start_pool
 from wallet.energy.balls import expire_due
 from wallet.energy.policy import configure as configure_energy
+from wallet.lease import lease
 from wallet.mall.merchant import MerchantClient
 from wallet.mall.redeem import sweep_pending
 from wallet.outbox.service import handle_event, relay_due_events
@@ -122,23 +123,19 @@ SENDER_SHARDS = int(os.environ.get("CW_NOTIFY_SENDERS", "4"))
 async def deliver_notifications(ctx: dict[str, Any]) -> int:
     """Every second: due deliveries go out (live stream, push). arq's `unique` cron still starts a job each
     second while earlier ones run, so residents are split into shards, each drained by one run at a time (a
-    Redis lock each): a run goes through the shards it can lock, for up to 50 s in all, and skips those another
-    run is draining. At most `CW_NOTIFY_SENDERS` senders run across all workers, and never two for one resident."""
+    Redis lease each, `wallet.lease`): a run goes through the shards it can take, for up to 50 s in all, and
+    skips those another run is draining. At most `CW_NOTIFY_SENDERS` senders run across all workers, and never
+    two for one resident."""
     sender: Sender = ctx["sender"]
     redis = ctx["redis"]
     total, started = Step(), time.monotonic()
     for shard in range(SENDER_SHARDS):
-        lock = redis.lock(f"notify:sender:{shard}", timeout=120, blocking=False)
-        if not await lock.acquire():
-            continue
-        try:
-            while time.monotonic() - started < 50:
+        async with lease(redis, f"notify:sender:{shard}") as held:
+            while held and time.monotonic() - started < 50:
                 step = await sender.step(shard=shard, shards=SENDER_SHARDS)
                 total.add(step)
                 if step.claimed < sender.policy.batch:
                     break
-        finally:
-            await lock.release()
     if total.dead:
         log.warning("notifications given up", extra={"dead": total.dead})
     return total.sent

@@ -71,12 +71,32 @@ class WorkerProcess:
         return self
 
     def kill(self) -> None:
+        """SIGKILL, then wait out the leases it may have held (`wallet.lease`, at most 15 s), so the next test's
+        follower step does not find the boards taken by a dead worker."""
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+            wait_for_leases(self._env["REDIS_URL"])
 
     def stop(self) -> None:
         terminate(self.proc)
+
+
+def wait_for_leases(redis_url: str) -> None:
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    from wallet.lease import TTL
+
+    with Redis.from_url(redis_url, socket_connect_timeout=2) as redis:
+        try:
+            redis.ping()
+        except RedisError:  # a test's own Redis that it has stopped: nothing to wait for
+            return
+        deadline = time.monotonic() + TTL + 2
+        while redis.exists("lb:lock") or any(redis.scan_iter("notify:sender:*", count=100)):
+            assert time.monotonic() < deadline, "a killed worker's lease outlived its TTL"
+            time.sleep(0.1)
 
 
 def terminate(proc: subprocess.Popen[bytes] | None, grace_s: float = 10) -> None:

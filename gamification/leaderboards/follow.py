@@ -12,7 +12,8 @@ with the cursor set to that snapshot: exact by construction, and the nightly job
 recovery path. A resident who moves (profile, team, visibility, exclusion) is `reseat`ed: taken off their
 old boards and given, on their new ones, their totals from the entries the cursor has applied.
 
-All three hold one Redis lock, so they never interleave.
+All three hold one Redis lease (`wallet.lease`), so they never interleave, and a killed worker's step frees
+the boards within seconds.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from gamification.leaderboards.store import (
 )
 from wallet.book.snapshots import COMMITTED_BETWEEN
 from wallet.db import connection
+from wallet.lease import lease
 
 __all__ = ["CURSOR", "LOCK", "follow", "rebuild", "reseat", "seat_from", "seat_row"]
 
@@ -73,15 +75,10 @@ def _text(value: Any) -> str:
 async def follow(redis: Redis, tz: ZoneInfo, *, batch: int = BATCH) -> int | None:
     """One step: apply what the book gained since the last. None when there is no cursor yet (run `rebuild`)
     or another step, rebuild or reseat holds the lock."""
-    lock = redis.lock(LOCK, timeout=300, blocking_timeout=0.05)
-    if not await lock.acquire():
-        return None
-    try:
-        if not await redis.hexists(CURSOR, "done"):
+    async with lease(redis, LOCK, wait=0.05) as held:
+        if not held or not await redis.hexists(CURSOR, "done"):
             return None
         return await _step(redis, tz, start=True, batch=batch)
-    finally:
-        await lock.release()
 
 
 async def _step(redis: Redis, tz: ZoneInfo, *, start: bool, batch: int = BATCH) -> int:
@@ -190,19 +187,18 @@ async def rebuild(redis: Redis, tz: ZoneInfo, *, now: datetime | None = None) ->
     """Recreate every current board (today, this week, this month, all time, every scope) from the book."""
     now = now or datetime.now(UTC)
     periods = current_periods(tz, now)
-    lock = redis.lock(LOCK, timeout=1800, blocking_timeout=120)
-    if not await lock.acquire():
-        raise TimeoutError("the leaderboards are locked by another rebuild")
-    try:
+    async with lease(redis, LOCK, wait=120) as held:
+        if not held:
+            raise TimeoutError("the leaderboards are locked by another rebuild")
         async with connection() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             snapshot = await conn.fetchval("SELECT pg_current_snapshot()::text")
             rows = await conn.fetch(_totals_sql(periods), *_bounds(periods), snapshot)
         prefix = f"lbtmp:{uuid.uuid4().hex}:"
         written = await _write_temp(redis, prefix, rows, periods, now)
+        if not held:
+            raise TimeoutError("the leaderboards' lease was lost during the rebuild; nothing was swapped in")
         await _swap(redis, prefix, written, periods, snapshot)
         return {"residents": len(rows), "boards": len([k for k in written if k.startswith("lb:")])}
-    finally:
-        await lock.release()
 
 
 async def _write_temp(redis: Redis, prefix: str, rows: list[asyncpg.Record], periods: list[Period],
@@ -261,10 +257,9 @@ async def reseat(redis: Redis, holder_id: uuid.UUID, tz: ZoneInfo, *, now: datet
     has applied (visible in `done`), so the follower adds the rest once, on the new boards."""
     now = now or datetime.now(UTC)
     periods = current_periods(tz, now)
-    lock = redis.lock(LOCK, timeout=60, blocking_timeout=30)
-    if not await lock.acquire():
-        raise TimeoutError("the leaderboards are busy; the event will be retried")
-    try:
+    async with lease(redis, LOCK, wait=30) as held:
+        if not held:
+            raise TimeoutError("the leaderboards are busy; the event will be retried")
         # A step a crash left half done has entries on the boards beyond `done`: finish it, so `done` is
         # exactly what the boards hold.
         await _step(redis, tz, start=False)
@@ -291,5 +286,3 @@ async def reseat(redis: Redis, holder_id: uuid.UUID, tz: ZoneInfo, *, now: datet
             await scripts_["apply"](keys=keys, args=args, client=pipe)
             await pipe.execute()
         return True
-    finally:
-        await lock.release()
