@@ -118,6 +118,7 @@ async def count_challenges(ctx: dict[str, Any]) -> int:
 
 
 SENDER_SHARDS = int(os.environ.get("CW_NOTIFY_SENDERS", "4"))
+SENDER_LEASE = "notify:sender:"  # + the shard
 
 
 async def deliver_notifications(ctx: dict[str, Any]) -> int:
@@ -130,7 +131,7 @@ async def deliver_notifications(ctx: dict[str, Any]) -> int:
     redis = ctx["redis"]
     total, started = Step(), time.monotonic()
     for shard in range(SENDER_SHARDS):
-        async with lease(redis, f"notify:sender:{shard}") as held:
+        async with lease(redis, f"{SENDER_LEASE}{shard}") as held:
             while held and time.monotonic() - started < 50:
                 step = await sender.step(shard=shard, shards=SENDER_SHARDS)
                 total.add(step)

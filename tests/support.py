@@ -86,6 +86,8 @@ def wait_for_leases(redis_url: str) -> None:
     from redis import Redis
     from redis.exceptions import RedisError
 
+    from api.worker import SENDER_LEASE
+    from gamification.leaderboards.follow import LOCK
     from wallet.lease import TTL
 
     with Redis.from_url(redis_url, socket_connect_timeout=2) as redis:
@@ -94,7 +96,7 @@ def wait_for_leases(redis_url: str) -> None:
         except RedisError:  # a test's own Redis that it has stopped: nothing to wait for
             return
         deadline = time.monotonic() + TTL + 2
-        while redis.exists("lb:lock") or any(redis.scan_iter("notify:sender:*", count=100)):
+        while redis.exists(LOCK) or any(redis.scan_iter(f"{SENDER_LEASE}*", count=100)):
             assert time.monotonic() < deadline, "a killed worker's lease outlived its TTL"
             time.sleep(0.1)
 

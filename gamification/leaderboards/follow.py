@@ -40,7 +40,7 @@ from gamification.leaderboards.store import (
 )
 from wallet.book.snapshots import COMMITTED_BETWEEN
 from wallet.db import connection
-from wallet.lease import lease
+from wallet.lease import Lease, lease
 
 __all__ = ["CURSOR", "LOCK", "follow", "rebuild", "reseat", "seat_from", "seat_row"]
 
@@ -78,11 +78,12 @@ async def follow(redis: Redis, tz: ZoneInfo, *, batch: int = BATCH) -> int | Non
     async with lease(redis, LOCK, wait=0.05) as held:
         if not held or not await redis.hexists(CURSOR, "done"):
             return None
-        return await _step(redis, tz, start=True, batch=batch)
+        return await _step(redis, tz, held, start=True, batch=batch)
 
 
-async def _step(redis: Redis, tz: ZoneInfo, *, start: bool, batch: int = BATCH) -> int:
-    """Under the lock: finish the step in progress (after a crash), or with `start` take a new target."""
+async def _step(redis: Redis, tz: ZoneInfo, held: Lease, *, start: bool, batch: int = BATCH) -> int:
+    """Under the lease: finish the step in progress (after a crash), or with `start` take a new target. A lease
+    lost on the way stops the step as a crash would: the cursor says how far it got, for the next holder."""
     state = {_text(k): _text(v) for k, v in (await redis.hgetall(CURSOR)).items()}
     target = state.get("target") or ""
     after = (state.get("after_txid") or "0", int(state.get("after_id") or 0))
@@ -95,6 +96,8 @@ async def _step(redis: Redis, tz: ZoneInfo, *, start: bool, batch: int = BATCH) 
             after = ("0", 0)
             await redis.hset(CURSOR, mapping={"target": target, "after_txid": "0", "after_id": "0"})
         while True:
+            if not held:
+                raise TimeoutError("the leaderboards' lease was lost mid-step; the next step finishes it")
             rows = await conn.fetch(_NEW_ENTRIES, state["done"], target, after[0], after[1], batch)
             if rows:
                 after = (rows[-1]["txid"], rows[-1]["id"])
@@ -196,6 +199,7 @@ async def rebuild(redis: Redis, tz: ZoneInfo, *, now: datetime | None = None) ->
         prefix = f"lbtmp:{uuid.uuid4().hex}:"
         written = await _write_temp(redis, prefix, rows, periods, now)
         if not held:
+            await redis.delete(prefix + GENERATION, *(prefix + key for key in written))
             raise TimeoutError("the leaderboards' lease was lost during the rebuild; nothing was swapped in")
         await _swap(redis, prefix, written, periods, snapshot)
         return {"residents": len(rows), "boards": len([k for k in written if k.startswith("lb:")])}
@@ -262,7 +266,7 @@ async def reseat(redis: Redis, holder_id: uuid.UUID, tz: ZoneInfo, *, now: datet
             raise TimeoutError("the leaderboards are busy; the event will be retried")
         # A step a crash left half done has entries on the boards beyond `done`: finish it, so `done` is
         # exactly what the boards hold.
-        await _step(redis, tz, start=False)
+        await _step(redis, tz, held, start=False)
         done = _text(await redis.hget(CURSOR, "done") or b"")
         old_raw = await redis.hget(SEATS, str(holder_id))
         async with connection() as conn:
