@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import asyncpg
 from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.middleware import DefineMiddleware
@@ -18,8 +17,6 @@ from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecuritySch
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template import TemplateConfig
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.accounts.controllers import AccountsController
 from api.auth.middleware import BearerAuthMiddleware
@@ -49,7 +46,7 @@ from api.openapi import StrictStructSchemaPlugin
 from api.pages.controllers import PagesController
 from api.partners.admin import PartnerAdminController
 from api.partners.controllers import PartnerApiController, PushController
-from api.problems import exception_handlers, unavailable
+from api.problems import BACKING_ERRORS, exception_handlers, unavailable
 from api.progress.controllers import ProgressController
 from api.ratelimit import RateLimiter
 from api.residents.controllers import AuthController, MeController
@@ -131,11 +128,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         exception_handlers={
             **exception_handlers,
-            asyncpg.PostgresConnectionError: unavailable,
-            asyncpg.InterfaceError: unavailable,
-            asyncpg.TooManyConnectionsError: unavailable,
-            RedisConnectionError: unavailable,
-            RedisTimeoutError: unavailable,
+            **dict.fromkeys(BACKING_ERRORS, unavailable),
         },
         middleware=[DefineMiddleware(BearerAuthMiddleware, exclude=["^/schema"])],
         # The live stream's pub/sub gets a Redis client of its own: plugins exist before the lifespan runs.

@@ -20,7 +20,7 @@ from wallet.holders.roles import grant_role, holder_id_for_login
 from wallet.holders.service import register_holder, update_profile
 from wallet.intake.judge import SELF_SOURCE, record_reports
 from wallet.intake.reports import Report, Source
-from wallet.partners.service import PartnerSpec, get_partner_by_client_id, register_partner
+from wallet.partners.service import RESIDENT_SCOPES, PartnerSpec, get_partner_by_client_id, register_partner
 from wallet.sealing import SecretBox
 
 __all__ = ["DEMO_HOLDERS", "DEMO_OPERATOR", "DEMO_PARTNERS", "DEMO_PASSWORD", "seed_demo"]
@@ -163,7 +163,7 @@ async def _demo_books() -> None:
             assert partner is not None
             sub_account_id = await active_sub_account(holder_id, partner["id"])
             if sub_account_id is None:
-                resident_scopes = [x for x in partner["allowed_scopes"] if x != "ledger:read"]  # the partner's own
+                resident_scopes = [x for x in partner["allowed_scopes"] if x in RESIDENT_SCOPES]
                 linked = await link_partner(holder_id, partner["id"], resident_scopes)
                 sub_account_id = linked.sub_account_id
             sources[client_id] = Source(holder_id, sub_account_id, partner["id"], "token", partner["trust_tier"],

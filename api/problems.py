@@ -6,10 +6,13 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from wallet.errors import DomainError
 
@@ -137,9 +140,20 @@ exception_handlers = {
 
 
 
+# A backing server (PostgreSQL or Redis) is down or out of connections: a 503 to retry, never a bare 500.
+BACKING_ERRORS: tuple[type[Exception], ...] = (
+    asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.TooManyConnectionsError,
+    RedisConnectionError, RedisTimeoutError,
+)
+
+
+def log_unavailable(request: Request[Any, Any, Any], exc: Exception) -> None:
+    log.error("backing service unavailable on %s %s: %r", request.method, request.url.path, exc)
+
+
 def unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     """A backing server (PostgreSQL or Redis) is down: 503 with Retry-After, never a bare 500."""
-    log.error("backing service unavailable on %s %s: %r", request.method, request.url.path, exc)
+    log_unavailable(request, exc)
     return problem_response(
         request, 503, "unavailable", "A backing service is briefly unavailable; retry in a few seconds.",
         headers={"Retry-After": "5"},

@@ -14,11 +14,13 @@ order). Every scenario ends with a clean `check_ledger()`.
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections import Counter
 from datetime import date
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -29,8 +31,9 @@ from wallet.db import connection, engine
 from wallet.donations.service import create_project, donate
 from wallet.energy.balls import balls_of, collect
 from wallet.errors import DomainError
-from wallet.market.lots import cancel_lot, create_lot
+from wallet.market.lots import POOL_LOCK, cancel_lot, create_lot
 from wallet.market.sales import cancel_sale, record_sale, settle_sale
+from wallet.market.statements import get_consent, set_consent
 
 GRAMS = 1000  # every entry here is 1 kg of clothes: equal entries, so a lot's target counts entries
 
@@ -187,6 +190,31 @@ async def test_entries_a_cancelled_lot_releases_are_taken_again_but_never_twice(
         live = made
         every += made
         await assert_pooling_consistent(every)
+
+
+async def test_saying_no_while_a_lot_is_made_waits_for_it_and_later_lots_leave_the_resident_out(kit: Kit) -> None:
+    """A lot reads consent batch by batch: a change in the middle must wait, or its manifest would hold the entries
+    (and the consent time) of someone who had just said no."""
+    programme = await new_programme()
+    (resident,) = await holders(kit, 2)
+    maker = await asyncpg.connect(os.environ["DATABASE_URL"])  # its own session: what a lot being made holds
+    try:
+        async with maker.transaction():
+            await maker.execute("SELECT pg_advisory_xact_lock($1)", POOL_LOCK)
+            saying_no = asyncio.create_task(set_consent(resident, False))
+            for _ in range(1000):  # until the choice is seen waiting on the pool's lock
+                if await maker.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"):
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("the choice never waited for the lot being made")
+            assert not saying_no.done() and (await get_consent(resident))["opted_in"] is True
+    finally:
+        await maker.close()
+    assert (await saying_no)["opted_in"] is False
+    with pytest.raises(DomainError) as refused:
+        await create_lot(kit.operator, programme.code, mg_of(GRAMS))
+    assert refused.value.code == "not-enough-eligible"
 
 
 # --- sales racing -------------------------------------------------------------------------------------------

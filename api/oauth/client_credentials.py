@@ -7,25 +7,12 @@ endpoint issues it only through this grant, and the authorization endpoint never
 
 from __future__ import annotations
 
-import tomllib
-from functools import cache
-from importlib.resources import files
 from typing import Any
 
 from api.oauth.grants import OAuthError
-from wallet.partners.service import SCOPES
+from wallet.partners.service import CLIENT_SCOPES
 
-__all__ = ["CLIENT_SCOPES", "RESIDENT_SCOPES", "client_credentials_scopes"]
-
-
-@cache
-def _client_scopes() -> tuple[str, ...]:
-    texts = tomllib.loads(files("wallet.partners").joinpath("scopes.toml").read_text(encoding="utf-8"))
-    return tuple(s for s in SCOPES if texts[s].get("grant") == "client_credentials")
-
-
-CLIENT_SCOPES: tuple[str, ...] = _client_scopes()
-RESIDENT_SCOPES: tuple[str, ...] = tuple(s for s in SCOPES if s not in CLIENT_SCOPES)
+__all__ = ["client_credentials_scopes"]
 
 
 def client_credentials_scopes(partner: dict[str, Any], scope: str | None) -> list[str]:

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from api.oauth.client_credentials import CLIENT_SCOPES, RESIDENT_SCOPES
 from api.oauth.grants import valid_challenge
-from wallet.partners.service import get_partner_by_client_id
+from wallet.partners.service import CLIENT_SCOPES, RESIDENT_SCOPES, get_partner_by_client_id
 
 __all__ = ["AuthorizeRequest", "PageError", "RedirectError", "parse_authorize", "with_params"]
 

@@ -12,18 +12,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from litestar import Controller, Litestar, Request, Response, get
 from litestar.enums import MediaType
 from litestar.params import FromPath, FromQuery
 from markupsafe import Markup
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.pages.cache import Memo, Page, etag_matches, page_of
 from api.pages.lots import lot_page, lots_page
 from api.pages.text import PERIODS, pick_language
 from api.pages.views import View, Views, place_scope
+from api.problems import BACKING_ERRORS, log_unavailable
 
 __all__ = ["PagesController"]
 
@@ -99,6 +97,7 @@ async def _answer(request: Request[Any, Any, Any], key: tuple[Any, ...],
 
 def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     """Redis or PostgreSQL is down: an HTML page, not cached, that asks to reload (like the API's 503)."""
+    log_unavailable(request, exc)
     language, explicit = pick_language(request.query_params.get("lang"), request.headers.get("accept-language", ""))
     views = _views(request, language, explicit)
     template, context = views.not_found()
@@ -120,11 +119,7 @@ class PagesController(Controller):
     path = "/"
     include_in_schema = False
     opt = {"exclude_from_auth": True}
-    exception_handlers = {
-        RedisConnectionError: _unavailable, RedisTimeoutError: _unavailable,
-        asyncpg.PostgresConnectionError: _unavailable, asyncpg.InterfaceError: _unavailable,
-        asyncpg.TooManyConnectionsError: _unavailable,
-    }
+    exception_handlers = dict.fromkeys(BACKING_ERRORS, _unavailable)
 
     @get("/")
     async def index(self, request: Request[Any, Any, Any], q: FromQuery[str | None] = None) -> Response[bytes]:

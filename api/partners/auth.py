@@ -69,7 +69,6 @@ class PartnerClient:
     partner_id: uuid.UUID
     client_id: str
     partner_name: str
-    partner_name_en: str
     scopes: frozenset[str]
 
 
@@ -169,7 +168,7 @@ async def authorise_partner_client(request: Request[Any, Any, State], scope: str
         )
     await check_partner_limits(state, partner["id"], partner["rate_limit_per_minute"])
     return PartnerClient(partner_id=partner["id"], client_id=partner["client_id"], partner_name=partner["name"],
-                         partner_name_en=partner["name_en"] or partner["name"], scopes=scopes)
+                         scopes=scopes)
 
 
 async def authorise_ledger_client(request: Request[Any, Any, State]) -> PartnerClient:

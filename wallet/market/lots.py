@@ -25,6 +25,7 @@ from wallet.market.programmes import Programme, get_programme
 __all__ = [
     "MAX_LOT_ENTRIES",
     "MAX_TARGET_MG",
+    "POOL_LOCK",
     "cancel_lot",
     "create_lot",
     "eligible_summary",
@@ -35,7 +36,7 @@ __all__ = [
 
 MAX_LOT_ENTRIES = 250_000  # a manifest of up to ~100 MB; larger sales are several lots
 MAX_TARGET_MG = 10**15  # a million tonnes
-_POOL_LOCK = 0x4C4F5453  # "LOTS"
+POOL_LOCK = 0x4C4F5453  # "LOTS"
 
 # $1 behaviour@version list, $2 releases, $3 tiers, $4 first day, $5 last day, $6 settle days
 _ELIGIBLE = """
@@ -171,7 +172,7 @@ async def create_lot(operator: uuid.UUID | None, programme_code: str, target_mg:
     start, end = _window(programme, day_from, day_to)
     async with engine().transaction() as tx:
         conn = tx.connection
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _POOL_LOCK)
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", POOL_LOCK)
         if idempotency_key is not None:
             found = await _existing(conn, operator, idempotency_key,
                                     (programme.code, target_mg, start, end, note[:500]))

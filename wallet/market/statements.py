@@ -9,7 +9,7 @@ from typing import Any
 from wallet.db import connection, engine
 from wallet.errors import DomainError
 from wallet.ledger.allocation import largest_remainder
-from wallet.market.lots import LOT_COLUMNS
+from wallet.market.lots import LOT_COLUMNS, POOL_LOCK
 from wallet.market.sales import SALE_COLUMNS
 
 __all__ = ["get_consent", "my_lot", "my_market", "public_lot", "public_lots", "set_consent"]
@@ -19,15 +19,18 @@ async def get_consent(holder_id: uuid.UUID) -> dict[str, Any]:
     async with connection() as conn:
         row = await conn.fetchrow("SELECT opted_in, changed_at FROM market_consent WHERE holder = $1", holder_id)
         waiting = await conn.fetchval(
-            """SELECT count(DISTINCT i.lot) FROM market_lot_item i JOIN market_lot l ON l.id = i.lot
-               WHERE i.holder = $1 AND NOT i.released AND l.state IN ('open', 'pending')""", holder_id)
+            """SELECT count(*) FROM market_lot_holder m JOIN market_lot l ON l.id = m.lot
+               WHERE m.holder = $1 AND l.state IN ('open', 'pending')""", holder_id)
     return {"opted_in": bool(row and row["opted_in"]), "changed_at": row["changed_at"] if row else None,
             "unsold_lots": waiting}
 
 
 async def set_consent(holder_id: uuid.UUID, opted_in: bool) -> dict[str, Any]:
-    """Opting out keeps later lots from taking your entries; entries already in a lot stay there and are paid."""
+    """Opting out keeps later lots from taking your entries; entries already in a lot stay there and are paid.
+    A choice waits for a lot being made (the pool's lock, shared): a lot reads consent once per batch, so a
+    change in the middle would leave its earlier batches holding entries of someone who had just said no."""
     async with engine().transaction() as tx:
+        await tx.connection.execute("SELECT pg_advisory_xact_lock_shared($1)", POOL_LOCK)
         await tx.connection.execute(
             """INSERT INTO market_consent (holder, opted_in, changed_at) VALUES ($1, $2, now())
                ON CONFLICT (holder) DO UPDATE SET opted_in = excluded.opted_in,

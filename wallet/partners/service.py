@@ -31,7 +31,9 @@ from wallet.outbox.service import record_event
 from wallet.sealing import SecretBox
 
 __all__ = [
+    "CLIENT_SCOPES",
     "KINDS",
+    "RESIDENT_SCOPES",
     "SCOPES",
     "TRUST_TIERS",
     "PartnerSpec",
@@ -67,6 +69,9 @@ def _scope_texts() -> dict[str, dict[str, str]]:
 
 
 SCOPES: tuple[str, ...] = tuple(_scope_texts())
+# A partner's own scopes (`grant = "client_credentials"`, today ledger:read) and those only a resident grants.
+CLIENT_SCOPES: tuple[str, ...] = tuple(s for s in SCOPES if _scope_texts()[s].get("grant") == "client_credentials")
+RESIDENT_SCOPES: tuple[str, ...] = tuple(s for s in SCOPES if s not in CLIENT_SCOPES)
 
 
 def scope_descriptions(scopes: Sequence[str], language: str) -> list[dict[str, str]]:
