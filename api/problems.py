@@ -147,6 +147,13 @@ BACKING_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+def known_id(value: int, code: str, what: str) -> int:
+    """A path id outside PostgreSQL's bigint is simply not found (a 404 naming `what`), never a 500."""
+    if not 1 <= value < 2**63:
+        raise DomainError("not_found", code, f"No {what} has this id.")
+    return value
+
+
 def log_unavailable(request: Request[Any, Any, Any], exc: Exception) -> None:
     log.error("backing service unavailable on %s %s: %r", request.method, request.url.path, exc)
 

@@ -145,7 +145,7 @@ async def make_lots(spec: LoadSpec, operator: uuid.UUID, programme: Any, args: a
         if size == args.sale_lot:
             for generic in (False, True):
                 plans[report.next_plan_title(generic, size, pooled)] = await explain(
-                    lots._NEXT, *lots._args(programme, start, end), start, 0, report.NEXT_BATCH, generic=generic)
+                    lots._NEXT, *lots._args(programme, start, end), start, 0, lots.LAST_BATCH, generic=generic)
         step, (lot, _) = await timed_call(spec, f"create_lot ({size:,} entries)", size, lambda t=target, k=n: (
             lots.create_lot(operator, programme.code, t, idempotency_key=f"bench-lot-{k}")))
         if lot["entries"] != size:

@@ -39,7 +39,6 @@ BEHAVIOUR = "clothes_recycling"
 SETTLE_DAYS = 7
 PRICE_PER_TONNE_FEN = 6_000  # ¥60 a tonne
 BENEFIT_PPM = 50_000  # 5 % to the public-benefit project
-NEXT_BATCH = 50_000  # the largest batch `_pick` reads; the plan below explains one
 PICK = "_NEXT: pick the next eligible entries (all batches)"
 INSERT_ITEMS = "_INSERT_ITEMS: insert the items (unnest)"
 PICK_PY = "_pick: collect the batches' rows (Python)"
@@ -384,7 +383,9 @@ def _market_check_s(step: Step) -> float:
 
 
 def next_plan_title(generic: bool, size: int, pooled: int) -> str:
-    return (f"one `_NEXT` batch of {NEXT_BATCH:,} rows from the start of the period, before the {size:,}-entry lot "
+    from wallet.market.lots import LAST_BATCH
+
+    return (f"one `_NEXT` batch of {LAST_BATCH:,} rows from the start of the period, before the {size:,}-entry lot "
             f"({pooled:,} entries already pooled), " + ("as a generic plan" if generic else "planned for its values"))
 
 
@@ -421,6 +422,8 @@ def plan_facts(title: str, plan: str) -> str:
 
 
 def _lot_notes(m: Measured) -> list[str]:
+    from wallet.market.lots import FIRST_BATCH, LAST_BATCH
+
     custom = next((p for t, p in m.plans.items() if t.endswith("planned for its values")), "")
     generic = next((p for t, p in m.plans.items() if t.endswith("as a generic plan")), "")
     notes = [
@@ -428,8 +431,8 @@ def _lot_notes(m: Measured) -> list[str]:
             f"{r.size:,} entries in {_f(r.create.seconds)} s ({_f(r.create.per_s, 0)} entries/s, "
             f"{_x(r.create.seconds, r.raw.seconds)} the raw INSERT … SELECT of the same rows, {_f(r.raw.seconds)} s)"
             for r in m.lots) + ".",
-        "The selection (`_pick`: `_NEXT` from the start of the period in batches of 2,000 doubling to "
-        f"{NEXT_BATCH:,}, until the target) took " + "; ".join(
+        f"The selection (`_pick`: `_NEXT` from the start of the period in batches of {FIRST_BATCH:,} doubling to "
+        f"{LAST_BATCH:,}, until the target) took " + "; ".join(
             f"{_f(r.create.part(PICK))} s for {r.size:,} entries ({r.pooled_before:,} already pooled) in "
             f"{r.create.trips(PICK)} batch{'es' if r.create.trips(PICK) != 1 else ''} of "
             f"{', '.join(_f(t) for t in r.create.each.get(PICK, []))} s"
@@ -443,14 +446,12 @@ def _lot_notes(m: Measured) -> list[str]:
           f"{m.next_plans or 'an unknown number of'} times (pg_prepared_statements)."]
     if custom and generic:
         notes.append(
-            f"Why the batches differ: one batch of {NEXT_BATCH:,} planned for its values (as a connection's first five "
-            f"executions of a prepared statement are) took {_f(_exec_s(custom))} s, as a generic plan (which later "
-            f"executions use once PostgreSQL estimates it no costlier) {_f(_exec_s(generic))} s; both plans are below. "
+            f"Why the walk forces the generic plan (`plan_cache_mode`): one batch of {LAST_BATCH:,} planned for its "
+            f"values took {_f(_exec_s(custom))} s, as the generic plan {_f(_exec_s(generic))} s; both plans are below. "
             + ("The custom plan scans every credit of the period and sorts them all before its LIMIT: it expects the "
                "eligibility filter to keep a few thousand rows (see its plan), so any batch near that size looks "
-               "like most of them, and until a connection switches plans such a batch costs a scan of the whole "
-               "pool, as ranking the pool did before (a first batch of 2,000 is small enough against that estimate "
-               "to walk the index instead: compare the batch times). " if "Seq Scan on book_entry e" in custom
+               "like most of them: planned for its values, such a batch would cost a scan of the whole pool, as "
+               "ranking the pool did before. " if "Seq Scan on book_entry e" in custom
                else "")
             + ("The generic plan walks book_entry_credit_day in order and stops at its LIMIT, so it costs what the "
                "batch holds plus the pooled entries it steps over. " if "book_entry_credit_day" in generic

@@ -19,20 +19,6 @@ from bench.intake_setup import SCOPES, ZONE
 from bench.load import LoadSpec
 from bench.market_report import BEHAVIOUR, SETTLE_DAYS, stepping
 
-
-async def _eligible_target(programme: Any, n: int) -> tuple[int, int]:
-    """The exact grams of the next `n` entries in selection order (the product's `_NEXT` from the start of the
-    period), so a lot of that target holds exactly `n`."""
-    from wallet.db import connection
-    from wallet.market import lots
-
-    start, end = lots._window(programme, None, None)
-    async with connection() as conn:
-        row = await conn.fetchrow(
-            f"SELECT coalesce(sum(reduction_mg), 0)::bigint AS mg, count(*) AS n FROM ({lots._NEXT}) x",
-            *lots._args(programme, start, end), start, 0, n)
-    return row["mg"], row["n"]
-
 CHUNK = 50_000  # entries per COPY transaction while seeding
 BALL_CHUNK = 250_000  # entries per energy-ball INSERT … SELECT
 SAMPLE_CHAINS = 20  # seeded holders whose chains are replayed by the product's verifier
@@ -202,6 +188,3 @@ async def seed_book(spec: LoadSpec, partner_id: uuid.UUID, args: argparse.Namesp
         sizes = {t: await conn.fetchval("SELECT pg_total_relation_size($1::regclass)", t)
                  for t in ("book_entry", "activity", "energy_ball", "ledger_transfer", "book_head", "market_consent")}
     return report.Book(args.holders, written, sum(total), first_day, last_day, steps, verified, sizes)
-
-
-# -- measurements ---------------------------------------------------------------------------------------------------

@@ -11,24 +11,18 @@ from typing import Any
 
 import httpx
 
+from tests.leaderboard_support import mg_of
 from tests.ledger_support import GROWER, bearer, grow, new_holder, source_for
-from tests.support import Resident
 from wallet.db import connection
 from wallet.market.programmes import Programme, create_programme
 from wallet.market.statements import set_consent
-from wallet.methodology.catalogue import current_version, reduction_mg
 
-__all__ = ["Contributor", "contributor", "mg_of", "new_programme", "op", "opt_out_everyone", "today"]
+__all__ = ["Contributor", "contributor", "mg_of", "new_programme", "opt_out_everyone", "today"]
 
 
 def today() -> date:
     """A window generous enough for any resident's local day (Asia/Shanghai runs ahead of UTC)."""
     return date.today()
-
-
-def mg_of(quantity: int) -> int:
-    version = current_version(GROWER)
-    return reduction_mg(version, quantity)
 
 
 async def opt_out_everyone() -> None:
@@ -66,7 +60,3 @@ async def contributor(template: Any, partner: dict[str, Any], tokens: Any, quant
     if opted_in:
         await set_consent(holder, True)
     return Contributor(holder, await bearer(tokens, holder))
-
-
-def op(operator: Resident, method: str, path: str, **kw: Any) -> httpx.Response:
-    return getattr(operator, method)(path, **kw)

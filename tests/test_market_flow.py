@@ -18,11 +18,8 @@ import pytest
 
 from tests.ledger_support import Kit, assert_ledger_ok, make_kit
 from tests.market_support import contributor, mg_of, new_programme, opt_out_everyone
-from tests.support import Resident, assert_problem, deliver_pending_events
+from tests.support import ROOT, Resident, assert_problem, deliver_pending_events
 from wallet.ledger.allocation import largest_remainder
-
-ROOT = Path(__file__).resolve().parent.parent
-
 
 
 @pytest.fixture(scope="module")

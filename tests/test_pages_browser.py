@@ -119,6 +119,7 @@ def pages_of(world: World, lot_id: int) -> dict[str, str]:
 def test_every_page_type_loads_cleanly_fits_a_phone_and_is_photographed(
         browser: Browser, site: str, world: World, lot_id: int) -> None:
     out = artefacts_dir()
+    shots: dict[str, bytes] = {}
     for name, url in pages_of(world, lot_id).items():
         for label, options in (("phone", {"viewport": PHONE, "device_scale_factor": 2, "is_mobile": True}),
                                ("desktop", {"viewport": {"width": 1280, "height": 900}})):
@@ -130,9 +131,13 @@ def test_every_page_type_loads_cleanly_fits_a_phone_and_is_photographed(
                 assert errors == [], (name, label, errors)
                 overflow = tab.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
                 assert overflow <= 0, (name, label, overflow)
-                tab.page.screenshot(path=str(out / f"{name}-{label}.png"), full_page=True)
-    assert len(list(out.glob("*-phone.png"))) >= 8
-    assert {"lots-phone.png", "lot-desktop.png"} <= {p.name for p in out.glob("lot*.png")}
+                shots[f"{name}-{label}.png"] = tab.page.screenshot(path=str(out / f"{name}-{label}.png"),
+                                                                    full_page=True)
+    # this run's screenshots (the folder keeps earlier runs'): real PNGs, and no two pages alike
+    assert len([n for n in shots if n.endswith("-phone.png")]) >= 8
+    assert {"lots-phone.png", "lot-desktop.png"} <= set(shots)
+    assert all(png.startswith(b"\x89PNG\r\n\x1a\n") for png in shots.values())
+    assert len(set(shots.values())) == len(shots)
 
 
 def test_links_lead_down_from_the_index_and_back_up(browser: Browser, site: str, world: World) -> None:

@@ -16,7 +16,7 @@ from api.auth.middleware import Principal
 from api.donations.controllers import ProjectOut, project_out
 from api.mall.controllers import Category, IdempotencyKey, RedemptionOut, RewardOut, redemption_out, reward_out
 from api.partners.admin import operator_only
-from api.problems import problem_responses
+from api.problems import known_id, problem_responses
 from api.residents.schemas import Input
 from api.security import BEARER
 from api.strict import strict_json
@@ -159,12 +159,6 @@ def _given(data: msgspec.Struct) -> dict[str, Any]:
     return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in out.items()}
 
 
-def _id(value: int, code: str, what: str) -> int:
-    if not 1 <= value < 2**63:
-        raise DomainError("not_found", code, f"No {what} has this id.")
-    return value
-
-
 class MallAdminController(Controller):
     path = "/v1/admin"
     tags = ["admin"]
@@ -191,14 +185,14 @@ class MallAdminController(Controller):
         """Anything but its code and stock (`POST …/stock` moves stock). `status: paused` stops new
         redemptions; `retired` hides it."""
         data = await strict_json(request, RewardPatch)
-        return admin_reward_out(await update_reward(_id(reward_id, "reward-not-found", "reward"), _given(data),
+        return admin_reward_out(await update_reward(known_id(reward_id, "reward-not-found", "reward"), _given(data),
                                                     local=not request.app.state.settings.production))
 
     @post("/rewards/{reward_id:int}/stock", operation_id="adminAdjustRewardStock", status_code=HTTP_200_OK,
           summary="Add or withdraw stock", responses=problem_responses(400, 401, 403, 404, 409, 413, 422, 503))
     async def stock(self, request: Request, reward_id: FromPath[int], data: JSONBody[StockChange]) -> AdminRewardOut:
         data = await strict_json(request, StockChange)
-        return admin_reward_out(await adjust_stock(_id(reward_id, "reward-not-found", "reward"), data.delta))
+        return admin_reward_out(await adjust_stock(known_id(reward_id, "reward-not-found", "reward"), data.delta))
 
     @post("/rewards/{reward_id:int}/vouchers", operation_id="adminLoadRewardVouchers", status_code=HTTP_200_OK,
           summary="Load a merchant's voucher codes", responses=problem_responses(400, 401, 403, 404, 409, 413, 422,
@@ -207,7 +201,7 @@ class MallAdminController(Controller):
                        data: JSONBody[VoucherLoad]) -> VouchersLoaded:
         """For `pool` rewards: each new code adds one item of stock; a code loaded before is counted as repeated."""
         data = await strict_json(request, VoucherLoad)
-        result = await load_vouchers(_id(reward_id, "reward-not-found", "reward"), data.codes)
+        result = await load_vouchers(known_id(reward_id, "reward-not-found", "reward"), data.codes)
         return VouchersLoaded(loaded=result["loaded"], repeated=result["repeated"],
                               reward=admin_reward_out(result["reward"]))
 
@@ -218,7 +212,7 @@ class MallAdminController(Controller):
         """Returns the energy and the item of a redemption still pending (e.g. a merchant that will not answer).
         A resolved redemption is returned unchanged: each resolves exactly once."""
         data = await strict_json(request, VoidRequest)
-        return redemption_out(await void(_id(redemption_id, "redemption-not-found", "redemption"), data.reason))
+        return redemption_out(await void(known_id(redemption_id, "redemption-not-found", "redemption"), data.reason))
 
 
 class ProjectAdminController(Controller):
@@ -240,7 +234,7 @@ class ProjectAdminController(Controller):
     async def update(self, request: Request, project_id: FromPath[int],
                      data: JSONBody[ProjectPatch]) -> ProjectOut:
         data = await strict_json(request, ProjectPatch)
-        return project_out(await update_project(_id(project_id, "project-not-found", "project"), _given(data)))
+        return project_out(await update_project(known_id(project_id, "project-not-found", "project"), _given(data)))
 
 
 class AwardRequest(Input, kw_only=True):
@@ -290,7 +284,7 @@ class LedgerAdminController(Controller):
         `reason`). Only awards and donations to open projects; at most once (`409 already-reversed`); never
         below zero (`409 insufficient-energy` when the resident has spent it)."""
         data = await strict_json(request, TransferReversal)
-        done = await reverse_transfer(_id(transfer_id, "transfer-not-found", "transfer"), reason=data.reason,
+        done = await reverse_transfer(known_id(transfer_id, "transfer-not-found", "transfer"), reason=data.reason,
                                       operator_id=request.user.holder_id)
         return Reversed(id=done["id"], reverses=done["reverses"], amount=done["amount"])
 

@@ -16,7 +16,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from api.auth.middleware import Principal
 from api.energy.controllers import page_limit
 from api.mall.controllers import IdempotencyKey
-from api.market.controllers import before_checked, lot_id_checked
+from api.market.controllers import before_checked
 from api.market.schemas import (
     EligibleOut,
     LotCancel,
@@ -32,10 +32,9 @@ from api.market.schemas import (
     sale_out,
 )
 from api.partners.admin import operator_only
-from api.problems import problem_responses
+from api.problems import known_id, problem_responses
 from api.security import BEARER
 from api.strict import strict_json
-from wallet.errors import DomainError
 from wallet.market.lots import cancel_lot, create_lot, eligible_summary, get_lot, list_lots, lot_manifest
 from wallet.market.manifest import manifest_csv
 from wallet.market.programmes import close_programme, create_programme
@@ -46,12 +45,6 @@ __all__ = ["MarketAdminController"]
 Req = Request[Principal, Any, State]
 LotStateQuery = Annotated[Literal["open", "pending", "settled", "cancelled"] | None,
                           Parameter(query="state", required=False, description="Only lots in this state.")]
-
-
-def _sale_id(sale_id: int) -> int:
-    if not 1 <= sale_id < 2**63:
-        raise DomainError("not_found", "sale-not-found", "No sale has this id.")
-    return sale_id
 
 
 def _created(body: Any, created: bool) -> Response[Any]:
@@ -109,7 +102,7 @@ class MarketAdminController(Controller):
     @get("/lots/{lot_id:int}", operation_id="adminGetLot", summary="One lot",
          responses=problem_responses(401, 403, 404, 503))
     async def lot(self, lot_id: FromPath[int]) -> LotOut:
-        return lot_out(await get_lot(lot_id_checked(lot_id)))
+        return lot_out(await get_lot(known_id(lot_id, "lot-not-found", "lot")))
 
     @get("/lots/{lot_id:int}/manifest.json", operation_id="adminExportLotManifestJson",
          summary="The lot's manifest for the exchange's verifier (JSON)", media_type="application/json",
@@ -119,7 +112,7 @@ class MarketAdminController(Controller):
         `entries` (id, holder, seq, local day, behaviour@version, release, tier, mg, entry_hash) and `lot` (totals,
         the programme's rules). Header `Manifest-SHA256` = SHA-256("carbon-lot/v1\\n" ‖ these exact bytes), the hash
         recorded when the lot was made."""
-        lot, manifest = await lot_manifest(lot_id_checked(lot_id))
+        lot, manifest = await lot_manifest(known_id(lot_id, "lot-not-found", "lot"))
         return Response(manifest.body, media_type="application/json", headers=_manifest_headers(lot, manifest.sha256,
                                                                                                  "json"))
 
@@ -128,7 +121,7 @@ class MarketAdminController(Controller):
          responses=problem_responses(401, 403, 404, 503))
     async def manifest_csv(self, lot_id: FromPath[int]) -> Response[str]:
         """One row per entry, the same rows as the JSON manifest; the header `Manifest-SHA256` is the JSON's hash."""
-        lot, manifest = await lot_manifest(lot_id_checked(lot_id))
+        lot, manifest = await lot_manifest(known_id(lot_id, "lot-not-found", "lot"))
         body = await asyncio.to_thread(manifest_csv, lot["id"], manifest)  # seconds of CPU for a large lot
         return Response(body, media_type="text/csv; charset=utf-8",
                         headers=_manifest_headers(lot, manifest.sha256, "csv"))
@@ -140,12 +133,12 @@ class MarketAdminController(Controller):
         """Its entries may be pooled again. `409 sale-pending` (cancel the sale first) or `409 lot-sold`; cancelling
         a cancelled lot returns it as it is."""
         data = await strict_json(request, LotCancel)
-        return lot_out(await cancel_lot(lot_id_checked(lot_id), data.reason))
+        return lot_out(await cancel_lot(known_id(lot_id, "lot-not-found", "lot"), data.reason))
 
     @get("/lots/{lot_id:int}/sales", operation_id="adminListLotSales", summary="A lot's sales, cancelled ones too",
          responses=problem_responses(401, 403, 404, 503))
     async def sales(self, lot_id: FromPath[int]) -> list[SaleOut]:
-        await get_lot(lot_id_checked(lot_id))
+        await get_lot(known_id(lot_id, "lot-not-found", "lot"))
         return [sale_out(s) for s in await list_sales(lot_id)]
 
     @post("/lots/{lot_id:int}/sales", operation_id="adminRecordSale", summary="Record a sale (pending)", responses={
@@ -156,21 +149,22 @@ class MarketAdminController(Controller):
         `sale-pending`, `lot-has-reversals`, `exchange-ref-used`. The exchange reference makes it idempotent."""
         data = await strict_json(request, SaleCreate)
         sale, created = await record_sale(
-            request.user.holder_id, lot_id_checked(lot_id), buyer=data.buyer, exchange_ref=data.exchange_ref,
-            sale_date=data.sale_date, price_per_tonne_fen=data.price_per_tonne_fen, note=data.note)
+            request.user.holder_id, known_id(lot_id, "lot-not-found", "lot"), buyer=data.buyer,
+            exchange_ref=data.exchange_ref, sale_date=data.sale_date, price_per_tonne_fen=data.price_per_tonne_fen,
+            note=data.note)
         return _created(sale_out(sale), created)
 
     @get("/sales/{sale_id:int}", operation_id="adminGetSale", summary="One sale",
          responses=problem_responses(401, 403, 404, 503))
     async def sale(self, sale_id: FromPath[int]) -> SaleOut:
-        return sale_out(await get_sale(_sale_id(sale_id)))
+        return sale_out(await get_sale(known_id(sale_id, "sale-not-found", "sale")))
 
     @post("/sales/{sale_id:int}/settle", operation_id="adminSettleSale", status_code=HTTP_200_OK,
           summary="Settle a sale: split and pay the proceeds", responses=problem_responses(401, 403, 404, 409, 503))
     async def settle(self, sale_id: FromPath[int]) -> SaleOut:
         """The public-benefit share first (floor of the programme's ppm), then largest-remainder shares by grams,
         paid in fen or converted to energy. Settling a settled sale changes nothing; `409 sale-cancelled`."""
-        sale, _ = await settle_sale(_sale_id(sale_id))
+        sale, _ = await settle_sale(known_id(sale_id, "sale-not-found", "sale"))
         return sale_out(sale)
 
     @post("/sales/{sale_id:int}/cancel", operation_id="adminCancelSale", status_code=HTTP_200_OK,
@@ -179,7 +173,7 @@ class MarketAdminController(Controller):
     async def cancel_sale(self, request: Req, sale_id: FromPath[int], data: JSONBody[SaleCancel]) -> SaleOut:
         """`409 sale-settled`: a settled sale stands."""
         data = await strict_json(request, SaleCancel)
-        sale, _ = await cancel_sale(_sale_id(sale_id), data.reason)
+        sale, _ = await cancel_sale(known_id(sale_id, "sale-not-found", "sale"), data.reason)
         return sale_out(sale)
 
 

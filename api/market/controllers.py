@@ -25,22 +25,16 @@ from api.market.schemas import (
     programme_out,
     public_lot_out,
 )
-from api.problems import problem_responses
+from api.problems import known_id, problem_responses
 from api.security import BEARER
 from api.strict import strict_json
 from wallet.errors import DomainError
 from wallet.market.programmes import get_programme, list_programmes
 from wallet.market.statements import get_consent, my_lot, my_market, public_lot, public_lots, set_consent
 
-__all__ = ["MarketController", "MyMarketController", "before_checked", "lot_id_checked", "market_statement"]
+__all__ = ["MarketController", "MyMarketController", "before_checked", "market_statement"]
 
 Req = Request[Principal, Any, State]
-
-
-def lot_id_checked(lot_id: int) -> int:
-    if not 1 <= lot_id < 2**63:
-        raise DomainError("not_found", "lot-not-found", "No lot has this id.")
-    return lot_id
 
 
 async def market_statement(holder_id: uuid.UUID) -> MyMarketOut:
@@ -85,7 +79,7 @@ class MarketController(Controller):
          opt={"exclude_from_auth": True}, responses=problem_responses(404, 503))
     async def lot(self, lot_id: FromPath[int]) -> PublicLotOut:
         """The same account as the page `/lots/{lot_id}`; never who contributed."""
-        return public_lot_out(await public_lot(lot_id_checked(lot_id)))
+        return public_lot_out(await public_lot(known_id(lot_id, "lot-not-found", "lot")))
 
 
 class MyMarketController(Controller):
@@ -116,7 +110,7 @@ class MyMarketController(Controller):
          responses=problem_responses(401, 404, 503))
     async def lot(self, request: Req, lot_id: FromPath[int]) -> MyLotOut:
         """`404 lot-not-found` when none of my entries is in the lot."""
-        out = await my_lot(request.user.holder_id, lot_id_checked(lot_id))
+        out = await my_lot(request.user.holder_id, known_id(lot_id, "lot-not-found", "lot"))
         summary = my_lot_summary(out["lot"])
         entries = [MyLotEntry(entry_id=e["id"], local_day=e["local_day"], behaviour=e["behaviour"],
                               behaviour_version=e["behaviour_version"], methodology_release=e["methodology_release"],

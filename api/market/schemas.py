@@ -9,6 +9,7 @@ import msgspec
 
 from api.residents.schemas import Input
 from wallet.market.programmes import Programme
+from wallet.methodology.catalogue import TrustTier
 
 __all__ = [
     "ConsentIn", "ConsentOut", "EligibleOut", "LotCancel", "LotCreate", "LotOut", "MyLotEntry", "MyLotOut",
@@ -18,7 +19,6 @@ __all__ = [
 
 Text120 = Annotated[str, msgspec.Meta(min_length=1, max_length=120)]
 Behaviour = Annotated[str, msgspec.Meta(max_length=80, examples=["metro_ride@1"])]
-Tier = Literal["verified", "device", "self_reported"]
 
 
 class ProgrammeCreate(Input, kw_only=True):
@@ -33,7 +33,7 @@ class ProgrammeCreate(Input, kw_only=True):
     behaviours: Annotated[list[Behaviour], msgspec.Meta(min_length=1, max_length=200)]
     methodology_releases: Annotated[list[Annotated[str, msgspec.Meta(max_length=16)]], msgspec.Meta(max_length=50)] = \
         msgspec.field(default_factory=list)
-    trust_tiers: Annotated[list[Tier], msgspec.Meta(max_length=3)] = msgspec.field(default_factory=list)
+    trust_tiers: Annotated[list[TrustTier], msgspec.Meta(max_length=3)] = msgspec.field(default_factory=list)
     period_from: date
     period_to: date
     settle_days: int = 7

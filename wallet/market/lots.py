@@ -37,6 +37,7 @@ __all__ = [
 MAX_LOT_ENTRIES = 250_000  # a manifest of up to ~100 MB; larger sales are several lots
 MAX_TARGET_MG = 10**15  # a million tonnes
 POOL_LOCK = 0x4C4F5453  # "LOTS"
+FIRST_BATCH, LAST_BATCH = 2_000, 50_000  # a lot walks the eligible credits in batches doubling from one to the other
 
 # $1 behaviour@version list, $2 releases, $3 tiers, $4 first day, $5 last day, $6 settle days
 _ELIGIBLE = """
@@ -127,7 +128,7 @@ async def _pick(conn: asyncpg.Connection, programme: Programme, start: date, end
     entries: list[int] = []
     holders: list[uuid.UUID] = []
     grams: list[int] = []
-    taken, after, batch = 0, (start, 0), 2_000
+    taken, after, batch = 0, (start, 0), FIRST_BATCH
     # PostgreSQL cannot estimate the `behaviour@version` filter (it assumes 0.5 % of rows match), so a plan made for
     # a batch's own values may scan and sort the whole pool; the generic plan walks the index and stops at the limit
     # (bench/market.py: a 50,000-entry batch in 0.55 s instead of 5.45 s). SET LOCAL ends with this transaction.
@@ -151,7 +152,7 @@ async def _pick(conn: asyncpg.Connection, programme: Programme, start: date, end
                               field="target_mg")
         if len(rows) < batch:
             break
-        after, batch = (rows[-1]["local_day"], rows[-1]["id"]), min(batch * 2, 50_000)
+        after, batch = (rows[-1]["local_day"], rows[-1]["id"]), min(batch * 2, LAST_BATCH)
     if taken < target_mg:
         raise DomainError("conflict", "not-enough-eligible",
                           f"Only {taken:,} mg CO2e ({len(entries):,} entries of {len(set(holders)):,} residents) are "
