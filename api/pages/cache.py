@@ -64,12 +64,15 @@ class Memo(Generic[T]):
         self._keep = keep
         self._misses_max = misses_max
         self._entries: OrderedDict[Hashable, _Entry[T]] = OrderedDict()
-        # Values `keep` refuses (pages of places that do not exist) live apart, in a smaller LRU: requests for
-        # made-up URLs cannot push real pages out.
+        # Values `keep` refuses (pages of places that do not exist, searches, their data) live apart, in a smaller
+        # LRU: requests for made-up URLs or searches cannot push real pages out.
         self._misses: OrderedDict[Hashable, _Entry[T]] = OrderedDict()
         self._pending: dict[Hashable, asyncio.Task[T]] = {}
 
-    async def get(self, key: Hashable, make: Callable[[], Awaitable[T]]) -> T:
+    async def get(self, key: Hashable, make: Callable[[], Awaitable[T]], *,
+                  keep: Callable[[T], bool] | None = None) -> T:
+        """`keep` (else the Memo's own) says whether a value made now belongs with the real pages or apart, with
+        the misses (a search, a place nobody has heard of)."""
         now = time.monotonic()
         store = self._entries if key in self._entries else self._misses
         hit = store.get(key)
@@ -78,21 +81,23 @@ class Memo(Generic[T]):
             return hit.value
         if hit is not None and hit.stale_until > now:
             if key not in self._pending:
-                self._start(key, make, background=True)
+                self._start(key, make, background=True, keep=keep)
             return hit.value
-        task = self._pending.get(key) or self._start(key, make, background=False)
+        task = self._pending.get(key) or self._start(key, make, background=False, keep=keep)
         return await asyncio.shield(task)  # a reader who goes away does not cancel the others' page
 
-    def _start(self, key: Hashable, make: Callable[[], Awaitable[T]], *, background: bool) -> asyncio.Task[T]:
+    def _start(self, key: Hashable, make: Callable[[], Awaitable[T]], *, background: bool,
+               keep: Callable[[T], bool] | None) -> asyncio.Task[T]:
         async def run() -> T:
             return await make()
 
         task = asyncio.get_running_loop().create_task(run())
         self._pending[key] = task
-        task.add_done_callback(lambda done: self._settle(key, done, background))
+        task.add_done_callback(lambda done: self._settle(key, done, background, keep or self._keep))
         return task
 
-    def _settle(self, key: Hashable, task: asyncio.Task[T], background: bool) -> None:
+    def _settle(self, key: Hashable, task: asyncio.Task[T], background: bool,
+                keep: Callable[[T], bool] | None) -> None:
         self._pending.pop(key, None)
         if task.cancelled():
             return
@@ -103,7 +108,7 @@ class Memo(Generic[T]):
             return
         now = time.monotonic()
         value = task.result()
-        kept = self._keep is None or self._keep(value)
+        kept = keep is None or keep(value)
         store, bound = (self._entries, self.size_max) if kept else (self._misses, self._misses_max)
         (self._misses if kept else self._entries).pop(key, None)
         store[key] = _Entry(value, now + self.ttl_s, now + self.ttl_s + self.stale_s)

@@ -75,9 +75,10 @@ def _views(request: Request[Any, Any, Any], language: str, explicit: bool) -> Vi
     return Views(state.redis, state.settings.leaderboard_zone, caches(request.app).data, language, explicit)
 
 
-async def _answer(request: Request[Any, Any, Any], key: tuple[Any, ...],
-                  build: Callable[[Views], Awaitable[View]]) -> Response[bytes]:
-    """The page for `key` in the reader's language, from the cache when it is there; 304 when the reader has it."""
+async def _answer(request: Request[Any, Any, Any], key: tuple[Any, ...], build: Callable[[Views], Awaitable[View]],
+                  *, kept: bool = True) -> Response[bytes]:
+    """The page for `key` in the reader's language, from the cache when it is there; 304 when the reader has it.
+    A page not `kept` (a search) is cached apart, with the misses, so searches cannot push real pages out."""
     language, explicit = pick_language(request.query_params.get("lang"), request.headers.get("accept-language", ""))
     app = request.app
 
@@ -88,7 +89,8 @@ async def _answer(request: Request[Any, Any, Any], key: tuple[Any, ...],
             return _render(app, 404, *views.not_found(), language)
         return _render(app, 200, *view, language)
 
-    page = await caches(app).pages.get((*key, language, explicit), make)
+    pages = caches(app).pages
+    page = await pages.get((*key, language, explicit), make, keep=None if kept else lambda _: False)
     headers = _headers(page)
     if page.status == 200 and etag_matches(request.headers.get("if-none-match", ""), page.etag):
         return Response(b"", status_code=304, headers=headers)
@@ -125,7 +127,7 @@ class PagesController(Controller):
     async def index(self, request: Request[Any, Any, Any], q: FromQuery[str | None] = None) -> Response[bytes]:
         """Cities (a search by the start of the name when there are many), organisations, partners."""
         query = (q or "").strip()[:QUERY_CHARS_MAX]
-        return await _answer(request, ("index", query), lambda v: v.index_page(query))
+        return await _answer(request, ("index", query), lambda v: v.index_page(query), kept=not query)
 
     @get("/c/{city:str}")
     async def city(self, request: Request[Any, Any, Any], city: FromPath[str],

@@ -79,8 +79,9 @@ class Views:
                 "switch_href": switch, "home_href": self.link(""), "methodology_href": self.link("methodology"),
                 "lots_href": self.link("lots"), "sources": [equivalents()[k][key] for k in ("tree_year", "car_km")]}
 
-    async def _cached(self, key: tuple[Any, ...], make: Callable[[], Awaitable[Any]]) -> Any:
-        return await self.data.get(key, make)
+    async def _cached(self, key: tuple[Any, ...], make: Callable[[], Awaitable[Any]], *,
+                      keep: Callable[[Any], bool] | None = None) -> Any:
+        return await self.data.get(key, make, keep=keep)
 
     # --- pages of a place or a team ----------------------------------------------------------------------
 
@@ -88,8 +89,9 @@ class Views:
         """A place is known once a reduction of its residents has been counted (404 before); a team, whose page
         is asked for with its `title`, exists by itself and may show zeros."""
         today = datetime.now(self.tz).date()
-        summary = await self._cached(("summary", scope.key, today), lambda: scope_summary(scope.key, today=today))
-        if title is None and summary["participants"] == 0 and summary["total_mg"] == 0:
+        summary = await self._cached(("summary", scope.key, today), lambda: scope_summary(scope.key, today=today),
+                                     keep=_counted)
+        if title is None and not _counted(summary):
             return None
         board = await public_board(self.redis, self.tz, scope.board, scope.board_id, period, limit=BOARD_ROWS)
         names = [board.names.get(s.member, {}).get("nickname") or "—" for s in board.read.top]
@@ -224,7 +226,7 @@ class Views:
     async def index_page(self, q: str) -> View:
         prefix = "city:" + q
         cities = [s.removeprefix("city:") for s in await self._cached(
-            ("children", prefix), lambda: scopes_like(prefix, limit=CHILDREN_MAX))]
+            ("children", prefix), lambda: scopes_like(prefix, limit=CHILDREN_MAX), keep=lambda _: not q)]
         teams = await group_board(self.redis, self.tz, "team", "-", "month", limit=PER_CAPITA_ROWS)
         partners = await self._cached(("partners",), list_partners)
         zh = self.language == "zh-CN"
@@ -241,6 +243,11 @@ class Views:
     def not_found(self) -> tuple[str, dict[str, Any]]:
         ctx = self.base(self.t["not_found_title"], [(self.t["home"], self.link(""))], self.link.switched(""))
         return "pages/error.html.j2", ctx | {"message": self.t["not_found_text"]}
+
+
+def _counted(summary: Mapping[str, Any]) -> bool:
+    """A place exists for the pages once a reduction of its residents has been counted."""
+    return bool(summary["participants"] or summary["total_mg"])
 
 
 def _team_name(names: Mapping[str, Any], zh: bool) -> str:
